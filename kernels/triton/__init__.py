@@ -1,0 +1,1 @@
+"""Triton kernels of fkdiff (see csrc/KERNELS.md)."""
