@@ -1,0 +1,1 @@
+"""fkdiff.ops: the kernel front door (being written)."""
