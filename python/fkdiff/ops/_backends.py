@@ -107,8 +107,16 @@ def _module(name: str) -> ModuleType:
 
 def resolve(device: torch.device, backend: str | None = None) -> tuple[str, ModuleType]:
     """The backend name and module that runs tensors on ``device`` (see the module doc)."""
-    forced = backend if backend is not None else os.environ.get("FKDIFF_BACKEND") or None
-    source = "backend=" if backend is not None else "FKDIFF_BACKEND="
+    if backend is not None:
+        return _resolve(device.type, backend, "backend=")
+    return _resolve(device.type, os.environ.get("FKDIFF_BACKEND") or None, "FKDIFF_BACKEND=")
+
+
+@functools.lru_cache(maxsize=64)
+def _resolve(device_type: str, forced: str | None, source: str) -> tuple[str, ModuleType]:
+    # Cached: the answer depends only on the build and the machine, and the per-call cost of a
+    # kernel at small N is dominated by this kind of Python work.
+    device = torch.device(device_type)
     if forced is not None:
         forced = forced.lower()
         if forced not in NAMES:
