@@ -1,0 +1,64 @@
+"""Shared fixtures: which backends run here, on which device, and float64 references.
+
+Without a GPU the Triton kernels run in Triton's interpreter on CPU tensors; the variable must be
+set before any ``@triton.jit`` decorator runs, so it is set here, before fkdiff is imported.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+import fkdiff  # noqa: E402
+from fkdiff.ops import _flags  # noqa: E402
+
+try:  # hypothesis: keep example counts modest, no deadline (the interpreter is slow)
+    from hypothesis import HealthCheck, settings
+
+    settings.register_profile(
+        "fkdiff", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
+    )
+    settings.load_profile("fkdiff")
+except ImportError:  # pragma: no cover
+    pass
+
+
+def runnable_backends() -> list[tuple[str, str]]:
+    """(backend, device) pairs that can run on this machine, the reference excluded."""
+    pairs = []
+    for name, status in fkdiff.backends().items():
+        if name == "torch":
+            continue
+        for device in status["devices"]:
+            pairs.append((name, device))
+    return pairs
+
+
+BACKENDS = runnable_backends()
+
+
+def backend_id(pair) -> str:
+    return f"{pair[0]}-{pair[1]}"
+
+
+@pytest.fixture(params=BACKENDS, ids=[backend_id(p) for p in BACKENDS])
+def backend(request):
+    """A (name, device) pair of a compiled/Triton backend that runs here."""
+    return request.param
+
+
+def interpreted(name: str, device: str) -> bool:
+    """Triton on CPU tensors runs in the (slow) interpreter: tests keep its sizes small."""
+    return name == "triton" and device == "cpu"
+
+
+@pytest.fixture(autouse=True)
+def _clear_pending_flags():
+    yield
+    _flags._pending.clear()
