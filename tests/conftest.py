@@ -22,7 +22,7 @@ try:  # hypothesis: keep example counts modest, no deadline (the interpreter is 
     from hypothesis import HealthCheck, settings
 
     settings.register_profile(
-        "fkdiff", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
+        "fkdiff", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture], derandomize=True
     )
     settings.load_profile("fkdiff")
 except ImportError:  # pragma: no cover
@@ -30,7 +30,12 @@ except ImportError:  # pragma: no cover
 
 
 def runnable_backends() -> list[tuple[str, str]]:
-    """(backend, device) pairs that can run on this machine, the reference excluded."""
+    """(backend, device) pairs that can run on this machine, the reference excluded.
+
+    ``FKDIFF_TEST_BACKENDS=cpu-cpu,torch-cpu`` restricts or extends the list (debugging)."""
+    chosen = os.environ.get("FKDIFF_TEST_BACKENDS")
+    if chosen:
+        return [tuple(item.split("-", 1)) for item in chosen.split(",") if item]
     pairs = []
     for name, status in fkdiff.backends().items():
         if name == "torch":

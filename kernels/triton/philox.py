@@ -151,3 +151,29 @@ def normal_kernel(out_ptr, n, seed_lo, seed_hi, off_lo, off_hi, GROUPS: tl.const
     z0, z1, z2, z3 = normals4(sl, sh, g_lo, g_hi)
     z = select_lane(z0[:, None], z1[:, None], z2[:, None], z3[:, None], lane[None, :])
     tl.store(out_ptr + k, z.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def row_tile_noise(sl, sh, off, r, d, q, ALIGNED: tl.constexpr):
+    """Noise for a (BR, G, 4) tile of a row-major (R, d) element array.
+
+    r: (BR,) int64 global rows (b * N + n); q: (G,) int64 Philox-group slots within a row.
+    Element (row r, column i) has counter e = off + r * d + i (mod 2**64).  Slot (r, q, l) holds
+    column i = 4 q + l - s_r, where s_r = (off + r d) & 3, so that every slot row of 4 is one
+    Philox block.  Returns (z float32, i int64), both (BR, G, 4); i may fall outside [0, d).
+    When ALIGNED (off % 4 == 0 and d % 4 == 0) s_r = 0.
+    """
+    e_row = off + r.to(tl.uint64) * d
+    g_row = e_row >> 2
+    lane = tl.arange(0, 4).to(tl.int64)
+    if ALIGNED:
+        i = 4 * q[None, :, None] + lane[None, None, :] + 0 * r[:, None, None]
+    else:
+        s = (e_row & 3).to(tl.int64)
+        i = 4 * q[None, :, None] + lane[None, None, :] - s[:, None, None]
+    g = (g_row[:, None] + q[None, :].to(tl.uint64)) & 0x3FFFFFFFFFFFFFFF
+    g_lo, g_hi = split_u64(g)
+    z0, z1, z2, z3 = normals4(sl, sh, g_lo, g_hi)
+    z = select_lane(z0[:, :, None], z1[:, :, None], z2[:, :, None], z3[:, :, None],
+                    lane[None, None, :])
+    return z, i
