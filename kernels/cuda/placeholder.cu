@@ -1,1 +1,0 @@
-__global__ void fkdiff_placeholder_kernel() {}
