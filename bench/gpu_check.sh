@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# The whole GPU check in one call (under 8 minutes), on a machine with a CUDA GPU and no network.
+#
+#   bash bench/gpu_check.sh          # from the repository root, as root; python3 holds torch
+#
+# Steps: machine facts -> build and install with the CUDA kernels (Hopper only: sm_90) -> import
+# check (fkdiff._C.has_cuda()) -> the whole test suite -> the kernel benchmark of the cuda and
+# triton backends. Only a failed build stops the run; every later step runs whatever the earlier
+# ones gave, their exit codes are listed at the end, then the benchmark table is printed LAST,
+# and the script exits non-zero if any step failed.
+#
+# Logs go to $OUT when it is set (else a fresh /tmp folder): build.log, tests.log, bench.log
+# (progress), bench_table.txt and bench_gpu.json (the benchmark records).
+# Time limits (seconds), overridable: GPU_CHECK_BUILD_TIMEOUT (300), GPU_CHECK_TEST_TIMEOUT (240,
+# the whole pytest run), GPU_CHECK_PER_TEST_TIMEOUT (120, with pytest-timeout),
+# GPU_CHECK_BENCH_SECONDS (120: no new benchmark case after this; a hard stop 60 s later).
+# GPU_CHECK_SKIP_BUILD=1 reuses the installed build (a rerun on a machine still warm).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+PY=${PYTHON:-python3}
+LOGS=${OUT:-}
+if [ -z "$LOGS" ]; then LOGS=$(mktemp -d /tmp/fkdiff_gpu_check.XXXXXX); fi
+mkdir -p "$LOGS"
+BUILD_TIMEOUT=${GPU_CHECK_BUILD_TIMEOUT:-300}
+TEST_TIMEOUT=${GPU_CHECK_TEST_TIMEOUT:-240}
+PER_TEST_TIMEOUT=${GPU_CHECK_PER_TEST_TIMEOUT:-120}
+BENCH_SECONDS=${GPU_CHECK_BENCH_SECONDS:-120}
+export PYTHONUNBUFFERED=1
+# No network there: never let pip look for an index or a newer pip.
+export PIP_NO_INDEX=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 PIP_ROOT_USER_ACTION=ignore
+
+T0=$SECONDS
+SUMMARY=()
+FAILED=0
+banner() { echo; echo "=== $* (t=$((SECONDS - T0)) s) ==="; }
+record() { # step name, exit code
+  SUMMARY+=("$(printf '%-8s rc=%-4s (at t=%d s)' "$1" "$2" "$((SECONDS - T0))")")
+  if [ "$2" -ne 0 ]; then FAILED=1; fi
+}
+print_summary() {
+  banner "summary (logs in $LOGS)"
+  local s
+  for s in "${SUMMARY[@]}"; do echo "$s"; done
+  if [ "$FAILED" -ne 0 ]; then echo "RESULT: FAILED"; else echo "RESULT: all steps passed"; fi
+}
+
+# ---- 1. machine facts ---------------------------------------------------------------------
+banner "machine"
+if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
+  export PATH="/usr/local/cuda/bin:$PATH"
+fi
+set +e
+nvidia-smi -L
+smi=$?
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
+"$PY" - <<'PYEOF'
+import platform, torch
+print(f"python {platform.python_version()}  torch {torch.__version__} (CUDA {torch.version.cuda})")
+try:
+    import triton
+    print(f"triton {triton.__version__}")
+except Exception as exc:
+    print(f"triton: not importable ({exc})")
+print(f"cuda available: {torch.cuda.is_available()}", end="")
+if torch.cuda.is_available():
+    p = torch.cuda.get_device_properties(0)
+    print(f"; {p.name}, sm_{p.major}{p.minor}, {p.multi_processor_count} SMs, "
+          f"L2 {getattr(p, 'L2_cache_size', 0) / 2**20:.0f} MiB, {p.total_memory / 2**30:.0f} GiB")
+else:
+    print()
+for mod in ("scikit_build_core", "pybind11", "pytest", "hypothesis", "scipy", "pytest_timeout"):
+    try:
+        m = __import__(mod)
+        print(f"{mod} {getattr(m, '__version__', '?')}")
+    except ImportError:
+        print(f"{mod}: missing")
+PYEOF
+rc=$?
+if [ "$rc" -eq 0 ]; then rc=$smi; fi
+(nvcc --version | tail -n 1; cmake --version | head -n 1; ninja --version) 2>&1
+set -e
+record machine "$rc"
+
+# ---- 2. build + install with the CUDA kernels (Hopper only) -------------------------------
+banner "build: pip install . (FKDIFF_CUDA=ON, CMAKE_CUDA_ARCHITECTURES=90)"
+set +e
+if [ "${GPU_CHECK_SKIP_BUILD:-0}" = "1" ]; then
+  echo "GPU_CHECK_SKIP_BUILD=1: using the fkdiff already installed" | tee "$LOGS/build.log"
+  true
+else
+FKDIFF_CUDA=ON CMAKE_BUILD_PARALLEL_LEVEL=16 timeout "$BUILD_TIMEOUT" \
+  "$PY" -m pip install --no-build-isolation --no-deps -v \
+  -Ccmake.define.CMAKE_CUDA_ARCHITECTURES=90 . >"$LOGS/build.log" 2>&1
+fi
+rc=$?
+set -e
+grep -E "fkdiff: CUDA kernels|CMAKE_CUDA_ARCHITECTURES|Successfully installed|[Ee]rror" "$LOGS/build.log" | head -n 20 || true
+record build "$rc"
+if [ "$rc" -ne 0 ]; then
+  echo "--- build failed (rc=$rc); last lines of build.log:"
+  tail -n 80 "$LOGS/build.log"
+  print_summary
+  exit 1
+fi
+echo "build took $((SECONDS - T0)) s so far"
+
+# ---- 3. import check: the CUDA kernels are compiled in --------------------------------------
+banner "import"
+set +e
+"$PY" - <<'PYEOF'
+import sys
+import fkdiff
+from fkdiff import _C
+print("fkdiff", fkdiff.__version__, "from", fkdiff.__file__)
+print("fkdiff._C:", _C.__file__)
+for name, status in fkdiff.backends().items():
+    print(f"  {name:<7} built={status['built']!s:<5} devices={status['devices']} {status['detail']}")
+ok = bool(_C.has_cuda())
+print("has_cuda():", ok)
+sys.exit(0 if ok else 1)
+PYEOF
+rc=$?
+so=$("$PY" -c "import fkdiff._C as C; print(C.__file__)" 2>/dev/null)
+if [ -n "$so" ] && command -v cuobjdump >/dev/null; then cuobjdump --list-elf "$so" 2>&1 | head -n 8; fi
+set -e
+record import "$rc"
+
+# ---- 4. the whole test suite ----------------------------------------------------------------
+banner "tests: pytest -x (whole run at most ${TEST_TIMEOUT} s)"
+TIMEOUT_OPT=()
+if "$PY" -c "import pytest_timeout" >/dev/null 2>&1; then TIMEOUT_OPT=(--timeout="$PER_TEST_TIMEOUT"); fi
+set +e
+timeout --signal=INT --kill-after=30 "$TEST_TIMEOUT" \
+  "$PY" -m pytest -x -q -p no:cacheprovider ${TIMEOUT_OPT[@]+"${TIMEOUT_OPT[@]}"} 2>&1 | tee "$LOGS/tests.log"
+rc=${PIPESTATUS[0]}
+set -e
+record tests "$rc"
+
+# ---- 5. kernel benchmark: cuda and triton backends ------------------------------------------
+banner "bench: cuda + triton (no new case after ${BENCH_SECONDS} s)"
+: >"$LOGS/bench_table.txt"
+set +e
+{
+  timeout --signal=INT --kill-after=20 "$((BENCH_SECONDS + 60))" \
+    "$PY" -m fkdiff.bench.kernels --backends cuda triton --max-seconds "$BENCH_SECONDS" \
+    --json "$LOGS/bench_gpu.json" >"$LOGS/bench_table.txt"
+} 2>&1 | tee "$LOGS/bench.log"
+rc=${PIPESTATUS[0]}
+set -e
+record bench "$rc"
+
+print_summary
+echo "total $((SECONDS - T0)) s"
+banner "kernel benchmark table"
+cat "$LOGS/bench_table.txt"
+exit "$FAILED"
