@@ -289,7 +289,8 @@ inline int64_t sys_count(double t, double u, int64_t N) {
   return g;
 }
 
-// Vector form of sys_count for WD values of t; returns false if a lane needs the exact loop.
+// Vector form of sys_count for WD values of t: the ceil guess, checked exactly; returns false
+// if a lane's guess is off (rare: rounding near a boundary), then the caller runs sys_count.
 inline bool sys_count_vec(vd t, double u, double Nd, vd& g) {
   vd y = t * Nd - u;
   y = y > 0.0 ? y : 0.0;
@@ -297,16 +298,47 @@ inline bool sys_count_vec(vd t, double u, double Nd, vd& g) {
   const double shifter = 6755399441055744.0;
   vd r = (y + shifter) - shifter;  // nearest
   g = r < y ? r + 1.0 : r;         // ceil
-  vd qm = ((g - 1.0) + u) / Nd;
-  g = (g > 0.0) & (qm >= t) ? g - 1.0 : g;
-  vd q0 = (g + u) / Nd;
-  g = (g < Nd) & (q0 < t) ? g + 1.0 : g;
-  qm = ((g - 1.0) + u) / Nd;
-  q0 = (g + u) / Nd;
+  const vd qm = ((g - 1.0) + u) / Nd;
+  const vd q0 = (g + u) / Nd;
   const vi64 ok = ((g <= 0.0) | (qm < t)) & ((g >= Nd) | (q0 >= t));
-  for (int l = 0; l < WD; ++l)
-    if (!ok[l]) return false;
-  return true;
+#if defined(__AVX512F__)
+  return _mm512_cmpeq_epi64_mask((__m512i)ok, _mm512_setzero_si512()) == 0;
+#elif defined(__AVX2__)
+  return _mm256_movemask_pd((__m256d)ok) == 0xF;
+#else
+  return _mm_movemask_pd((__m128d)ok) == 0x3;
+#endif
+}
+
+// memcpy with non-temporal stores (no read-for-ownership of the destination): long row copies
+// whose total output exceeds the caches. The caller issues the store fence.
+typedef long long VL __attribute__((vector_size(kVecBytes)));
+inline void stream_store(char* d, VL v) {  // d aligned to kVecBytes
+#if defined(__AVX512F__)
+  _mm512_stream_si512((__m512i*)d, (__m512i)v);
+#elif defined(__AVX2__)
+  _mm256_stream_si256((__m256i*)d, (__m256i)v);
+#else
+  _mm_stream_si128((__m128i*)d, (__m128i)v);
+#endif
+}
+inline void stream_copy(char* d, const char* src, int64_t n) {
+  int64_t head = (int64_t)((-(uintptr_t)d) & (kVecBytes - 1));
+  if (head > n) head = n;
+  std::memcpy(d, src, head);
+  d += head;
+  src += head;
+  n -= head;
+  int64_t k = 0;
+  for (; k + 4 * kVecBytes <= n; k += 4 * kVecBytes) {
+    const VL a0 = vload<VL>(src + k), a1 = vload<VL>(src + k + kVecBytes);
+    const VL a2 = vload<VL>(src + k + 2 * kVecBytes), a3 = vload<VL>(src + k + 3 * kVecBytes);
+    stream_store(d + k, a0);
+    stream_store(d + k + kVecBytes, a1);
+    stream_store(d + k + 2 * kVecBytes, a2);
+    stream_store(d + k + 3 * kVecBytes, a3);
+  }
+  std::memcpy(d + k, src + k, n - k);
 }
 
 template <class I>
@@ -383,10 +415,16 @@ void resample_impl(const ResampleArgs& A) {
         J = sys_count(t, A.u[b], N);
       else
         J = std::lower_bound(pos + b * N, pos + (b + 1) * N, t) - (pos + b * N);
+      if (k > 0) J = std::min(N, std::max(J, jstart[b * nc + k - 1]));  // garbage-proof: disjoint ranges
       jstart[b * nc + k] = J;
     }
   }
-  // Pass 2: scan, counts, outputs.
+  // Pass 2: scan, counts, outputs (and the row gather for short rows).
+  const bool gather = A.x && A.rows && A.row_bytes > 0;
+  const int64_t rb = A.row_bytes;
+  const bool fused = gather && rb < 2048;
+  const char* xg = static_cast<const char*>(A.x);
+  char* rg = static_cast<char*>(A.rows);
   parallel_ranges(B * nc, A.nthreads, B * N * 6, [&](int64_t lo, int64_t hi) {
     alignas(64) double w[kSub];
     for (int64_t task = lo; task < hi; ++task) {
@@ -395,6 +433,7 @@ void resample_impl(const ResampleArgs& A) {
       I* out = anc + b * N;
       if (info[b].bits) {
         for (int64_t j = s; j < e; ++j) out[j] = (I)j;
+        if (fused) copy_rows(xg + b * N * rb, rg + b * N * rb, out, s, e, rb);
         continue;
       }
       const int64_t J0 = jstart[task];
@@ -404,33 +443,44 @@ void resample_impl(const ResampleArgs& A) {
       double L = 0;
       if (systematic) {
         const double u = A.u[b], Nd = (double)N;
-        for (int64_t j = J0; j < J1; ++j) out[j] = (I)-1;
+        // O_i (offspring counts, cumulative) per element, then ancestors[O_{i-1} .. O_i) = i:
+        // a 4-wide store per element (later elements overwrite the overshoot), a loop only for
+        // runs longer than 4, and a final fill (rounding at the end of the row).
+        alignas(64) int64_t cnt[kSub];
         int64_t prev = J0;
         for (int64_t p = s; p < e; p += kSub) {
           const int64_t n = std::min(kSub, e - p);
           weights(row + p, n, info[b].m, w);
           L = chain_scan(w, n, L);
           int64_t q = 0;
+          const double two52 = 4503599627370496.0;
           for (; q + WD <= n; q += WD) {
             vd t = (cb + vload<vd>(w + q)) / S;
             vd g;
             if (!sys_count_vec(t, u, Nd, g))
               for (int l = 0; l < WD; ++l) g[l] = (double)sys_count(t[l], u, N);
-            vstore(w + q, g);
+            vstore(cnt + q, (vi64)(g + two52) - (vi64)(vd{} + two52));
           }
-          for (; q < n; ++q) w[q] = (double)sys_count((cb + w[q]) / S, u, N);
+          for (; q < n; ++q) cnt[q] = sys_count((cb + w[q]) / S, u, N);
           for (q = 0; q < n; ++q) {
-            if (prev < J1) out[prev] = (I)(p + q);
-            int64_t g = (int64_t)w[q];
-            prev = g < prev ? prev : (g > J1 ? J1 : g);
+            const I i = (I)(p + q);
+            int64_t g = cnt[q];
+            g = g < prev ? prev : (g > J1 ? J1 : g);
+            if (__builtin_expect(prev + 4 <= J1, 1)) {
+              out[prev] = i;
+              out[prev + 1] = i;
+              out[prev + 2] = i;
+              out[prev + 3] = i;
+            } else {
+              for (int64_t j = prev; j < J1; ++j) out[j] = i;
+            }
+            if (__builtin_expect(g - prev > 4, 0))
+              for (int64_t j = prev + 4; j < g; ++j) out[j] = i;
+            prev = g;
           }
         }
-        I run = (I)(J0 < J1 ? out[J0] : 0);
-        for (int64_t j = J0; j < J1; ++j) {
-          const I a = out[j];
-          run = a > run ? a : run;
-          out[j] = run;
-        }
+        const I last = (I)(k + 1 < nc ? e - 1 : N - 1);
+        for (int64_t j = prev; j < J1; ++j) out[j] = last;
       } else {
         const double* pr = pos + b * N;
         int64_t j = J0;
@@ -446,20 +496,30 @@ void resample_impl(const ResampleArgs& A) {
         const I last = (I)(e - 1 < N - 1 && k + 1 < nc ? e - 1 : N - 1);
         for (; j < J1; ++j) out[j] = last;
       }
+      // Fused gather of this chunk's output rows while its ancestors are hot (short rows).
+      if (fused) copy_rows(xg + b * N * rb, rg + b * N * rb, out, J0, J1, rb);
     }
   });
   or_flag(A.flags, bits);
-  if (A.x && A.rows && A.row_bytes > 0) {
-    const char* x = static_cast<const char*>(A.x);
-    char* rows = static_cast<char*>(A.rows);
-    const int64_t rb = A.row_bytes;
+  if (gather && !fused) {  // long rows: a separate pass split over rows, streaming memcpy
+    const bool stream = B * N * rb >= (int64_t)(16 << 20);
+    const char* x = xg;
+    char* rows = rg;
     parallel_ranges(B * N, A.nthreads, B * N * rb / 8, [&](int64_t lo, int64_t hi) {
       while (lo < hi) {
         const int64_t b = lo / N;
         const int64_t end = std::min(hi, (b + 1) * N);
-        copy_rows(x + b * N * rb, rows + b * N * rb, anc + b * N, lo - b * N, end - b * N, rb);
+        if (stream) {
+          const char* xb = x + b * N * rb;
+          char* rw = rows + b * N * rb;
+          for (int64_t j = lo - b * N; j < end - b * N; ++j)
+            stream_copy(rw + j * rb, xb + (int64_t)anc[b * N + j] * rb, rb);
+        } else {
+          copy_rows(x + b * N * rb, rows + b * N * rb, anc + b * N, lo - b * N, end - b * N, rb);
+        }
         lo = end;
       }
+      if (stream) _mm_sfence();
     });
   }
 }
@@ -482,45 +542,68 @@ void resample(const ResampleArgs& A) {
 // ---------------------------------------------------------------------------------------------
 // 3. gaussian_potential
 // ---------------------------------------------------------------------------------------------
+constexpr int64_t kShortM = 64;
+constexpr int64_t kMaxRows = 256;
+
 template <class T>
 inline T precision_of(T v) {
   return std::fabs(v) == std::numeric_limits<T>::infinity() ? T(0) : T(0.5) / v;
 }
 
 // Q for nrows rows starting at row pointer x (stride ld) with per-coordinate t, a, v (length m).
-// Long rows: vectorised over the coordinates with several accumulators.
+// Long rows: coordinate segments of kSeg (precision 0.5 / v computed once per segment and tile),
+// each row accumulated in 4 vector accumulators over all segments, in a fixed order.
+constexpr int64_t kSeg = 1024;
 template <class T>
 void quad_long(const T* x, int64_t ld, int64_t m, const T* t, const T* a, const T* v, int64_t nrows,
                double* q) {
   typedef typename VecOf<T>::type V;
   constexpr int L = VecOf<T>::n;
-  const T inf = std::numeric_limits<T>::infinity();
+  static_assert(kSeg % (4 * L) == 0, "segment");
+  alignas(64) T pr[kSeg];
+  V acc[kMaxRows][4];
+  T tail[kMaxRows];
   for (int64_t r = 0; r < nrows; ++r) {
-    const T* xr = x + r * ld;
-    V acc0 = V{}, acc1 = V{}, acc2 = V{}, acc3 = V{};
-    int64_t i = 0;
-#define FK_TERM(ACC, OFF)                                                  \
-  {                                                                        \
-    V vv = vload<V>(v + i + OFF);                                          \
-    V pr = (vv == inf) | (vv == -inf) ? V{} : T(0.5) / vv;                 \
-    V d = vload<V>(t + i + OFF) - vload<V>(a + i + OFF) * vload<V>(xr + i + OFF); \
-    ACC += d * d * pr;                                                     \
+    acc[r][0] = acc[r][1] = acc[r][2] = acc[r][3] = V{};
+    tail[r] = 0;
   }
-    for (; i + 4 * L <= m; i += 4 * L) {
-      FK_TERM(acc0, 0)
-      FK_TERM(acc1, L)
-      FK_TERM(acc2, 2 * L)
-      FK_TERM(acc3, 3 * L)
-    }
-    for (; i + L <= m; i += L) FK_TERM(acc0, 0)
+  for (int64_t i0 = 0; i0 < m; i0 += kSeg) {
+    const int64_t n = std::min(kSeg, m - i0);
+    for (int64_t i = 0; i < n; ++i) pr[i] = precision_of(v[i0 + i]);
+    const T* ts = t + i0;
+    const T* as = a + i0;
+    const int64_t nv = n - n % (4 * L);
+    for (int64_t r = 0; r < nrows; ++r) {
+      const T* xr = x + r * ld + i0;
+      V a0 = acc[r][0], a1 = acc[r][1], a2 = acc[r][2], a3 = acc[r][3];
+      for (int64_t i = 0; i < nv; i += 4 * L) {
+#define FK_TERM(ACC, OFF)                                                                  \
+  {                                                                                        \
+    const V d = vload<V>(ts + i + OFF) - vload<V>(as + i + OFF) * vload<V>(xr + i + OFF); \
+    ACC += d * d * vload<V>(pr + i + OFF);                                                 \
+  }
+        FK_TERM(a0, 0)
+        FK_TERM(a1, L)
+        FK_TERM(a2, 2 * L)
+        FK_TERM(a3, 3 * L)
 #undef FK_TERM
-    acc0 = (acc0 + acc1) + (acc2 + acc3);
-    T s = 0;
-    for (; i < m; ++i) {
-      const T d = t[i] - a[i] * xr[i];
-      s += d * d * precision_of(v[i]);
+      }
+      acc[r][0] = a0;
+      acc[r][1] = a1;
+      acc[r][2] = a2;
+      acc[r][3] = a3;
+      T s = tail[r];
+      for (int64_t i = nv; i < n; ++i) {
+        const T d = ts[i] - as[i] * xr[i];
+        s += d * d * pr[i];
+      }
+      tail[r] = s;
     }
-    for (int l = 0; l < L; ++l) s += acc0[l];
+  }
+  for (int64_t r = 0; r < nrows; ++r) {
+    const V sum = (acc[r][0] + acc[r][1]) + (acc[r][2] + acc[r][3]);
+    T s = tail[r];
+    for (int l = 0; l < L; ++l) s += sum[l];
     q[r] = (double)s;
   }
 }
@@ -541,7 +624,36 @@ struct ShortQuad {
       }
     built = b;
   }
+  template <int M>
+  void rows_fixed(const T* __restrict x, int64_t nrows, double* __restrict q) {
+    T tt[M], aa[M], pv[M];
+    for (int i = 0; i < M; ++i) {
+      tt[i] = tp[i];
+      aa[i] = ap[i];
+      pv[i] = pp[i];
+    }
+#pragma omp simd
+    for (int64_t r = 0; r < nrows; ++r) {
+      T s = 0;
+      for (int i = 0; i < M; ++i) {
+        const T d = tt[i] - aa[i] * x[r * M + i];
+        s += d * d * pv[i];
+      }
+      q[r] = (double)s;
+    }
+  }
   void rows(const T* x, int64_t ld, int64_t nrows, double* q) {
+    if (ld == m) {
+      switch (m) {
+        case 1: return rows_fixed<1>(x, nrows, q);
+        case 2: return rows_fixed<2>(x, nrows, q);
+        case 3: return rows_fixed<3>(x, nrows, q);
+        case 4: return rows_fixed<4>(x, nrows, q);
+        case 6: return rows_fixed<6>(x, nrows, q);
+        case 8: return rows_fixed<8>(x, nrows, q);
+        default: break;
+      }
+    }
     const T* xf = x;
     const int64_t n = nrows * m;
     if (ld != m) {
@@ -561,17 +673,20 @@ struct ShortQuad {
   }
 };
 
-constexpr int64_t kShortM = 64;
-constexpr int64_t kMaxRows = 256;
 
 template <class T, class O>
 void potential_impl(const PotentialArgs& A) {
   const int64_t B = A.B, N = A.N, m = A.m, m2 = A.m2;
   const bool two = A.x2 != nullptr;
   // Rows per tile: the short-row patterns need R*m <= kTile.
-  int64_t R = kMaxRows;
-  if (m < kShortM) R = std::min<int64_t>(R, std::max<int64_t>(1, kTile / std::max<int64_t>(m, 1)));
-  if (two && m2 < kShortM) R = std::min<int64_t>(R, std::max<int64_t>(1, kTile / std::max<int64_t>(m2, 1)));
+  // (Tiles only group rows: every row's sum is computed in the same order whatever R is.)
+  auto rows_for = [](int64_t mm) -> int64_t {
+    mm = std::max<int64_t>(mm, 1);
+    if (mm < kShortM) return std::min<int64_t>(kMaxRows, std::max<int64_t>(1, kTile / mm));
+    return std::min<int64_t>(kMaxRows, std::max<int64_t>(4, 65536 / mm));
+  };
+  int64_t R = rows_for(m);
+  if (two) R = std::min(R, rows_for(m2));
   const int64_t ntile = (N + R - 1) / R;
   const T* X = static_cast<const T*>(A.x);
   const T* X2 = static_cast<const T*>(A.x2);
@@ -621,14 +736,20 @@ void potential_impl(const PotentialArgs& A) {
       }
       O* o = out + b * N + j0;
       const double c = A.cst ? A.cst[b] : 0.0;
+      for (int64_t r = 0; r < nr; ++r) q1[r] = -q1[r];
+      if (two)
+        for (int64_t r = 0; r < nr; ++r) q1[r] += q2[r];
+      if (A.cst)
+        for (int64_t r = 0; r < nr; ++r) q1[r] += c;
+      if (A.accumulate)
+        for (int64_t r = 0; r < nr; ++r) q1[r] += (double)o[r];
+      int isnan = 0;
       for (int64_t r = 0; r < nr; ++r) {
-        double val = -q1[r];
-        if (two) val += q2[r];
-        if (A.cst) val += c;
-        if (A.accumulate) val += (double)o[r];
-        o[r] = (O)val;
-        nan |= o[r] != o[r];
+        const O val = (O)q1[r];
+        o[r] = val;
+        isnan |= val != val;
       }
+      nan |= isnan != 0;
     }
     if (nan) or_flag(A.flags, kFlagPotentialNaN);
   });
@@ -673,6 +794,58 @@ struct TileGrid {
     }
   }
 };
+
+template <class T>
+inline void copy_small(T* __restrict dst, const T* __restrict src, int64_t d) {
+  switch (d) {
+    case 1: std::memcpy(dst, src, 1 * sizeof(T)); return;
+    case 2: std::memcpy(dst, src, 2 * sizeof(T)); return;
+    case 3: std::memcpy(dst, src, 3 * sizeof(T)); return;
+    case 4: std::memcpy(dst, src, 4 * sizeof(T)); return;
+    case 6: std::memcpy(dst, src, 6 * sizeof(T)); return;
+    case 8: std::memcpy(dst, src, 8 * sizeof(T)); return;
+    default:
+      for (int64_t i = 0; i < d; ++i) dst[i] = src[i];
+  }
+}
+
+// coef[r*D + i] = gamma / (1 + gamma * |g_r|) for nr rows of length D; returns false if a norm
+// is not finite.
+template <int D, class T>
+inline bool row_coefs_fixed(const T* __restrict g, int64_t nr, double gamma, T* __restrict coef) {
+  int bad = 0;
+  for (int64_t r = 0; r < nr; ++r) {
+    double s = 0;
+    for (int i = 0; i < D; ++i) s += (double)g[r * D + i] * (double)g[r * D + i];
+    const double nrm = std::sqrt(s);
+    bad |= !(nrm <= 1.7976931348623157e308);
+    const T cf = (T)(gamma / (1.0 + gamma * nrm));
+    for (int i = 0; i < D; ++i) coef[r * D + i] = cf;
+  }
+  return bad == 0;
+}
+
+template <class T>
+inline bool row_coefs(const T* g, int64_t nr, int64_t d, double gamma, T* coef) {
+  switch (d) {
+    case 1: return row_coefs_fixed<1>(g, nr, gamma, coef);
+    case 2: return row_coefs_fixed<2>(g, nr, gamma, coef);
+    case 3: return row_coefs_fixed<3>(g, nr, gamma, coef);
+    case 4: return row_coefs_fixed<4>(g, nr, gamma, coef);
+    case 8: return row_coefs_fixed<8>(g, nr, gamma, coef);
+    default: break;
+  }
+  bool ok = true;
+  for (int64_t r = 0; r < nr; ++r) {
+    double s = 0;
+    for (int64_t i = 0; i < d; ++i) s += (double)g[r * d + i] * (double)g[r * d + i];
+    const double nrm = std::sqrt(s);
+    if (!std::isfinite(nrm)) ok = false;
+    const T cf = (T)(gamma / (1.0 + gamma * nrm));
+    for (int64_t i = 0; i < d; ++i) coef[r * d + i] = cf;
+  }
+  return ok;
+}
 
 template <class T>
 inline void widen(const float* z, int64_t n, T* dst) {
@@ -738,14 +911,14 @@ void mutation_impl(const MutationArgs& A) {
         Kq = buf->Kp;
         cq = buf->cp;
         sq = buf->sp;
-        if (anc) {
+        if (anc || N > Np) {
           for (int64_t r = 0; r < nr; ++r) {
-            const int64_t a = (int64_t)anc[b * N + j0 + r];
+            const int64_t a = anc ? (int64_t)anc[b * N + j0 + r] : j0 + r;
             if (a < 0 || a >= Np) {
               bad = true;
               for (int64_t i = 0; i < d; ++i) buf->mb[r * d + i] = nanv;
             } else {
-              std::memcpy(buf->mb + r * d, M + (b * Np + a) * d, d * sizeof(T));
+              copy_small(buf->mb + r * d, M + (b * Np + a) * d, d);
             }
           }
           src = buf->mb;
@@ -843,15 +1016,7 @@ void langevin_impl(const LangevinArgs& A) {
         i0 = 0;
         const int64_t nr = std::min(G.R, N - j0);
         n = nr * d;
-        const T* g = Gr + (b * N + j0) * d;
-        for (int64_t r = 0; r < nr; ++r) {
-          double s = 0;
-          for (int64_t i = 0; i < d; ++i) s += (double)g[r * d + i] * (double)g[r * d + i];
-          const double nrm = std::sqrt(s);
-          if (!std::isfinite(nrm)) bad = true;
-          const T cf = (T)(gamma / (1.0 + gamma * nrm));
-          for (int64_t i = 0; i < d; ++i) buf->coef[r * d + i] = cf;
-        }
+        if (!row_coefs(Gr + (b * N + j0) * d, nr, d, gamma, buf->coef)) bad = true;
       }
       const int64_t base = (b * N + j0) * d + i0;
       const float* z = normals_tile(A.seed, A.offset + (uint64_t)base, n, buf->zs);

@@ -72,9 +72,10 @@ inline void mulhilo(vu a, uint32_t k, vu& hi, vu& lo) {
   const vu64 a64 = (vu64)a;
   const vu64 pe = mul_even(a64, kk);
   const vu64 po = mul_even(a64 >> 32, kk);
-  const uint64_t himask = 0xFFFFFFFF00000000ull;
-  hi = (vu)((pe >> 32) | (po & himask));
-  lo = (vu)((pe & ~himask) | (po << 32));
+  vi sel;
+  for (int q = 0; q < W; ++q) sel[q] = (q & 1) ? W + q : q;
+  hi = __builtin_shuffle((vu)(pe >> 32), (vu)po, sel);  // blend: even from pe, odd from po
+  lo = a * k;
 }
 
 inline vu iota_u() {
@@ -83,26 +84,37 @@ inline vu iota_u() {
   return r;
 }
 
+// Round keys of a seed, broadcast once per tile.
+struct PhiloxKeys {
+  vu k0[kPhiloxRounds], k1[kPhiloxRounds];
+  explicit PhiloxKeys(uint64_t seed) {
+    uint32_t a = (uint32_t)seed, b = (uint32_t)(seed >> 32);
+    for (int r = 0; r < kPhiloxRounds; ++r) {
+      k0[r] = vu{} + a;
+      k1[r] = vu{} + b;
+      a += kPhiloxKeyA;
+      b += kPhiloxKeyB;
+    }
+  }
+};
+
 // Philox blocks g, g+1, ..., g+W-1 (block counters taken mod 2^62, as element counters mod 2^64
 // map to blocks mod 2^62) -> the four word vectors.
-inline void philox_vec(uint64_t seed, uint64_t g, vu& o0, vu& o1, vu& o2, vu& o3) {
+inline void philox_vec(const PhiloxKeys& K, uint64_t g, vu& o0, vu& o1, vu& o2, vu& o3) {
   const vu io = iota_u();
   vu c0 = (vu{} + (uint32_t)g) + io;
   vu c1 = (vu{} + (uint32_t)(g >> 32)) - (vu)(c0 < io);  // carry
   c1 &= 0x3FFFFFFFu;
   vu c2 = vu{}, c3 = vu{};
-  uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
 #pragma GCC unroll 10
   for (int r = 0; r < kPhiloxRounds; ++r) {
     vu hb, lb, ha, la;
     mulhilo(c2, kPhiloxRoundB, hb, lb);
     mulhilo(c0, kPhiloxRoundA, ha, la);
-    c0 = hb ^ c1 ^ k0;
-    c2 = ha ^ c3 ^ k1;
+    c0 = hb ^ c1 ^ K.k0[r];
+    c2 = ha ^ c3 ^ K.k1[r];
     c1 = lb;
     c3 = la;
-    k0 += kPhiloxKeyA;
-    k1 += kPhiloxKeyB;
   }
   o0 = c0;
   o1 = c1;
@@ -152,7 +164,7 @@ inline vf vlog(vf x) {
   vf t = small ? m + m - 1.0f : m - 1.0f;
   vf ef = __builtin_convertvector(e, vf);
   vf z = t * t;
-  vf y = 7.0376836292E-2f;
+  vf y = vf{} + 7.0376836292E-2f;
   y = y * t - 1.1514610310E-1f;
   y = y * t + 1.1676998740E-1f;
   y = y * t - 1.2420140846E-1f;
@@ -175,11 +187,11 @@ inline void vsincos_turns(vf b, vf& c, vf& s) {
   vf f = b - __builtin_convertvector(k, vf) * 0.25f;    // exact, |f| <= 1/8
   vf a = f * kTwoPi;
   vf a2 = a * a;
-  vf ps = -1.9515295891E-4f;
+  vf ps = vf{} - 1.9515295891E-4f;
   ps = ps * a2 + 8.3321608736E-3f;
   ps = ps * a2 - 1.6666654611E-1f;
   vf sa = a + a * a2 * ps;
-  vf pc = 2.443315711809948E-5f;
+  vf pc = vf{} + 2.443315711809948E-5f;
   pc = pc * a2 - 1.388731625493765E-3f;
   pc = pc * a2 + 4.166664568298827E-2f;
   vf ca = 1.0f - 0.5f * a2 + a2 * a2 * pc;
@@ -208,7 +220,7 @@ inline void box_muller(vu wa, vu wb, vf& z0, vf& z1) {
 template <class V>
 inline void store_interleaved4(V v0, V v1, V v2, V v3, void* dst) {
   typedef int32_t M __attribute__((vector_size(kVecBytes)));
-  M lo, hi, p0, p1, p2, p3;
+  M lo, hi, p0, p1;
   for (int k = 0; k < W; ++k) {
     lo[k] = (k & 1) ? W + k / 2 : k / 2;
     hi[k] = lo[k] + W / 2;
@@ -230,9 +242,9 @@ inline void store_interleaved4(V v0, V v1, V v2, V v3, void* dst) {
 }
 
 // Normals of W consecutive Philox blocks starting at block g -> 4W floats in element order.
-inline void normals_blocks(uint64_t seed, uint64_t g, float* dst) {
+inline void normals_blocks(const PhiloxKeys& K, uint64_t g, float* dst) {
   vu w0, w1, w2, w3;
-  philox_vec(seed, g & 0x3FFFFFFFFFFFFFFFull, w0, w1, w2, w3);
+  philox_vec(K, g & 0x3FFFFFFFFFFFFFFFull, w0, w1, w2, w3);
   vf z0, z1, z2, z3;
   box_muller(w0, w1, z0, z1);
   box_muller(w2, w3, z2, z3);
@@ -245,7 +257,8 @@ inline const float* normals_tile(uint64_t seed, uint64_t e0, int64_t n, float* s
   const uint64_t g0 = e0 >> 2;
   const int64_t lane0 = (int64_t)(e0 & 3);
   const int64_t need = lane0 + n;
-  for (int64_t k = 0; k < need; k += 4 * W) normals_blocks(seed, g0 + (uint64_t)(k >> 2), scratch + k);
+  const PhiloxKeys K(seed);
+  for (int64_t k = 0; k < need; k += 4 * W) normals_blocks(K, g0 + (uint64_t)(k >> 2), scratch + k);
   return scratch + lane0;
 }
 
@@ -258,7 +271,7 @@ inline vd vexp_neg(vd x) {
   vd n = t - shifter;
   vd r = x - n * 6.93147180369123816490e-01;
   r = r - n * 1.90821492927058770002e-10;
-  vd p = 1.0 / 6227020800.0;
+  vd p = vd{} + 1.0 / 6227020800.0;
   p = p * r + 1.0 / 479001600.0;
   p = p * r + 1.0 / 39916800.0;
   p = p * r + 1.0 / 3628800.0;

@@ -151,8 +151,7 @@ def normal_like_counter(seed: int, start: int, n: int, device="cpu") -> torch.Te
         return z[lane0 : lane0 + n]
     # The counter wrapped past 2**64: evaluate per element.
     e = _counters(start, n, device)
-    blocks = (e >> 2) & ((1 << 62) - 1)  # logical shift of the bit pattern
-    blocks = torch.where(e < 0, blocks | (1 << 62), blocks)
+    blocks = (e >> 2) & ((1 << 62) - 1)  # logical shift of the uint64 bit pattern
     z = normal_from_words(philox_words(seed, blocks))
     return z.gather(1, (e & 3).unsqueeze(1)).squeeze(1)
 
