@@ -7,10 +7,13 @@ from .philox import row_tile_noise, seed_words, u64_from_words
 
 @triton.jit
 def _gamma(g_hi, g_lo, dtype: tl.constexpr):
+    """gamma from its float32 hi/lo words (scalar kernel arguments are float32 on a GPU)."""
+    hi = tl.full([], g_hi, tl.float32)
+    lo = tl.full([], g_lo, tl.float32)
     if dtype == tl.float64:
-        gam = g_hi.to(tl.float64) + g_lo.to(tl.float64)
+        gam = hi.to(tl.float64) + lo.to(tl.float64)
     else:
-        gam = g_hi.to(tl.float32)
+        gam = hi
     return gam
 
 
@@ -54,17 +57,20 @@ def langevin_rows_kernel(x_ptr, g_ptr, out_ptr, flags_ptr,
 
 
 @triton.jit
-def langevin_sumsq_kernel(g_ptr, part_ptr, R, N, d, NC, s_gb, s_gn,
-                          CHUNK: tl.constexpr):
-    """part[r, c] = sum of grad^2 over the columns [c CHUNK, (c + 1) CHUNK) of row r."""
-    pid_c = tl.program_id(0)
-    r32 = tl.program_id(1)
-    b = (r32 // N).to(tl.int64)
-    n = (r32 % N).to(tl.int64)
-    i = pid_c.to(tl.int64) * CHUNK + tl.arange(0, CHUNK).to(tl.int64)
+def langevin_sumsq_kernel(g_ptr, part_ptr, R, N, d, NC, s_gb, s_gn, CHUNK: tl.constexpr):
+    """part[r, c] = sum of grad^2 over the columns [c CHUNK, (c + 1) CHUNK) of row r.
+
+    1-D grid over R * NC programs, row-major (a row's chunks are consecutive).
+    """
+    pid = tl.program_id(0).to(tl.int64)
+    r = pid // NC
+    c = pid - r * NC
+    b = r // N
+    n = r - b * N
+    i = c * CHUNK + tl.arange(0, CHUNK).to(tl.int64)
     mask = i < d
     gv = tl.load(g_ptr + b * s_gb + n * s_gn + i, mask=mask, other=0.0)
-    tl.store(part_ptr + r32.to(tl.int64) * NC + pid_c, tl.sum(gv * gv, axis=0))
+    tl.store(part_ptr + pid, tl.sum(gv * gv, axis=0))
 
 
 @triton.jit(do_not_specialize=["seed_lo", "seed_hi", "off_lo", "off_hi", "g_hi", "g_lo"])
@@ -74,14 +80,14 @@ def langevin_chunks_kernel(x_ptr, g_ptr, out_ptr, part_ptr, flags_ptr,
                            ALIGNED: tl.constexpr, G: tl.constexpr, NC_P2: tl.constexpr):
     """Long rows: one program per (row, chunk of G Philox groups); rows' norms from part.
 
-    Programs run in the reverse order of langevin_sumsq_kernel so that the gradient it read
-    last is still in L2.  NG = number of group chunks per row.
+    1-D grid over R * NG programs, run in the reverse order of langevin_sumsq_kernel so that
+    the gradient it read last is still in L2.  NG = number of group chunks per row.
     """
-    pid_c = NG - 1 - tl.program_id(0)
-    r32 = R - 1 - tl.program_id(1)
-    b = (r32 // N).to(tl.int64)
-    n = (r32 % N).to(tl.int64)
-    r = r32.to(tl.int64)
+    p = (tl.num_programs(0) - 1 - tl.program_id(0)).to(tl.int64)
+    r = p // NG
+    pid_c = p - r * NG
+    b = r // N
+    n = r - b * N
     pc = tl.arange(0, NC_P2)
     parts = tl.load(part_ptr + r * NC + pc, mask=pc < NC, other=0.0)
     norm = tl.sqrt(tl.sum(parts, axis=0))
@@ -105,5 +111,5 @@ def langevin_chunks_kernel(x_ptr, g_ptr, out_ptr, part_ptr, flags_ptr,
     noise_scale = tl.sqrt(2.0 * gam)
     res = xv + (gam * gv) / (1.0 + gam * norm.to(dt)) + noise_scale * z.to(dt)
     tl.store(out_ptr + o_row + i, res.to(out_ptr.dtype.element_ty), mask=mask)
-    bad = (norm != norm) | (norm == float("inf"))
-    tl.atomic_or(flags_ptr, 32, mask=bad & (pid_c == 0))
+    bad = ((norm != norm) | (norm == float("inf"))).to(tl.int32) * (pid_c == 0).to(tl.int32)
+    tl.atomic_or(flags_ptr, 32, mask=bad != 0)
