@@ -22,7 +22,7 @@ try:  # hypothesis: keep example counts modest, no deadline (the interpreter is 
     from hypothesis import HealthCheck, settings
 
     settings.register_profile(
-        "fkdiff", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture], derandomize=True
+        "fkdiff", max_examples=int(os.environ.get("FKDIFF_HYPOTHESIS_EXAMPLES", "25")), deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture], derandomize=True
     )
     settings.load_profile("fkdiff")
 except ImportError:  # pragma: no cover
