@@ -254,6 +254,11 @@ class Sampler:
             raise TypeError(f"dtype: expected torch.float32 or torch.float64, got {dtype}")
         if not torch.isfinite(y).all():
             raise ValueError("y: contains NaN or inf")
+        means = getattr(denoiser, "means", None)
+        if isinstance(means, torch.Tensor) and means.dim() == 2 and means.shape[1] != operator.dim_x:
+            raise ValueError(
+                f"denoiser: works in dimension {means.shape[1]}, but the operator acts on x of dimension {operator.dim_x}"
+            )
         y = y.to(dtype)
         s = operator.singular_values.to(y.device, dtype)
         ybar = operator.rotated_observation(y.to(torch.float64)).to(dtype)[0] if s.numel() else y.new_zeros(0)

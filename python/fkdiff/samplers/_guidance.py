@@ -1,0 +1,172 @@
+"""Pieces the guidance samplers share (DCPS, DPS, PiGDM, DDRM): the observation in the SVD basis,
+the counter-based noise stream, the backward kernel's variance, gradients through the denoiser,
+and argument checks.
+
+Everything works on flat spectral coordinates ``xbar = V^T x`` (``Sampler.rotated = True``): the
+first ``r`` coordinates are observed, ``ybar_i = (U^T y)_i / s_i``, and a Gaussian likelihood
+``N(c y; A mu, v A A^T + sigma^2 I)`` is, up to a constant, ``sum_{i < r} -(c ybar_i - mu_i)^2 /
+(2 (v + sigma^2 / s_i^2))`` (MATH.md, Notation).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+
+import torch
+
+from .. import ops
+from ..diffusion import DDIMStep
+from .base import DenoiserCalls, Problem
+
+_U64 = 1 << 64
+
+
+# --------------------------------------------------------------------------------------------
+# Argument checks (clear ValueErrors naming the hyper-parameter)
+# --------------------------------------------------------------------------------------------
+
+
+def check_int(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < minimum:
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_float(name: str, value, *, low: float = 0.0, high: float = math.inf, low_open: bool = False, high_open: bool = False) -> float:
+    ok = not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(float(value))
+    if ok:
+        v = float(value)
+        ok = (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+    if not ok:
+        lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
+        raise ValueError(f"{name}: expected a finite number in {lo}{low}, {high}{hi}, got {value!r}")
+    return float(value)
+
+
+def check_choice(name: str, value, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"{name}: expected one of {', '.join(repr(c) for c in choices)}, got {value!r}")
+    return value
+
+
+def check_max_batch(value):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 1):
+        raise ValueError(f"max_batch: expected a positive int or None, got {value!r}")
+    return None if value is None else int(value)
+
+
+# --------------------------------------------------------------------------------------------
+# The observation in the SVD basis
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Observation:
+    """``y`` seen in the SVD basis, in the working dtype.
+
+    ``ybar (r,)`` and ``s (r,)`` for the observed coordinates; ``perp2`` is the squared norm of the
+    part of ``y`` outside the range of A (a constant of ``||y - A x||^2``)."""
+
+    r: int
+    ybar: torch.Tensor
+    s: torch.Tensor
+    perp2: float
+
+    @classmethod
+    def of(cls, problem: Problem) -> "Observation":
+        r = problem.rank
+        perp2 = 0.0
+        if problem.operator.dim_y > r:
+            Uty = problem.operator.Ut(problem.y.to(torch.float64))
+            perp2 = float((Uty[:, r:] ** 2).sum())
+        return cls(r, problem.ybar, problem.singular_values, perp2)
+
+    def noise_var(self, sigma: float) -> torch.Tensor:
+        """``sigma^2 / s_i^2``: the observation noise in units of ``xbar_i``."""
+        return sigma**2 / self.s**2
+
+    def log_gaussian(self, mu: torch.Tensor, scale: float, var: torch.Tensor | float) -> torch.Tensor:
+        """``(B,)``: ``-sum_{i < r} (scale ybar_i - mu_i)^2 / (2 var_i)`` (constant dropped)."""
+        if self.r == 0:
+            return mu.new_zeros(mu.shape[0])
+        resid = scale * self.ybar - mu[:, : self.r]
+        return -0.5 * (resid * resid / var).sum(-1)
+
+
+# --------------------------------------------------------------------------------------------
+# Noise: Philox at the counter ((step * B + b) * N + n) * D + d (N = 1 here)
+# --------------------------------------------------------------------------------------------
+
+
+class NoiseStream:
+    """Fresh ``(B, D)`` standard normals per draw event; event ``e`` uses the Philox elements
+    ``e * B * D + b * D + d`` of the call's key, so samples do not depend on ``max_batch``."""
+
+    def __init__(self, key: int, B: int, D: int, dtype: torch.dtype, device: torch.device):
+        self.key, self.B, self.D, self.dtype, self.device = key, B, D, dtype, device
+        self.event = 0
+
+    def next_offset(self) -> int:
+        offset = (self.event * self.B * self.D) % _U64
+        self.event += 1
+        return offset
+
+    def normal(self) -> torch.Tensor:
+        z = ops.normal(self.B * self.D, seed=self.key, offset=self.next_offset(), dtype=self.dtype, device=self.device)
+        return z.view(self.B, self.D)
+
+
+# --------------------------------------------------------------------------------------------
+# Backward kernels
+# --------------------------------------------------------------------------------------------
+
+
+def x0_posterior_var(abar_t: float, data_variance: float = 1.0) -> float:
+    """``r_t^2 = s_d^2 (1 - abar_t) / (abar_t s_d^2 + 1 - abar_t)``: the variance of x0 given x_t
+    under a ``N(0, s_d^2 I)`` prior (MATH.md, moment-matched kernel)."""
+    return data_variance * (1.0 - abar_t) / (abar_t * data_variance + 1.0 - abar_t)
+
+
+def kernel_var(step: DDIMStep, kernel: str, data_variance: float = 1.0) -> float:
+    """Variance of the backward kernel ``t -> t'``: ``sigma^2`` (``"ddim"``) or
+    ``sigma^2 + c0^2 r_t^2`` (``"moment"``)."""
+    var = step.sigma**2
+    if kernel == "moment" and step.abar_t < 1.0:
+        var += step.c_x0_total**2 * x0_posterior_var(step.abar_t, data_variance)
+    return var
+
+
+# --------------------------------------------------------------------------------------------
+# Gradients through the denoiser
+# --------------------------------------------------------------------------------------------
+
+
+def value_and_grad(calls: DenoiserCalls, x: torch.Tensor, t: int, objective):
+    """``objective(x, x0hat, epshat) -> (B,)`` and its gradient in ``x`` through the denoiser.
+
+    Runs forward and backward in chunks of at most ``calls.max_batch`` rows (the objective is a
+    sum over rows, so the gradient does not depend on the chunking), counts one VJP per row, and
+    returns ``(value, grad, x0hat, epshat)``, all detached."""
+    size = calls.max_batch or x.shape[0]
+    values, grads, x0s, epss = [], [], [], []
+    for chunk in torch.split(x.detach(), size):
+        xc = chunk.clone().requires_grad_(True)
+        with torch.enable_grad():
+            x0, eps = calls.denoise(xc, t)
+            val = objective(xc, x0, eps)
+            (g,) = torch.autograd.grad(val.sum(), xc)
+        calls.vjp_rows += xc.shape[0]
+        values.append(val.detach())
+        grads.append(g)
+        x0s.append(x0.detach())
+        epss.append(eps.detach())
+    cat = torch.cat
+    return cat(values), cat(grads), cat(x0s), cat(epss)
+
+
+def unit(g: torch.Tensor) -> torch.Tensor:
+    """``g / ||g||`` per row (a zero row stays zero)."""
+    norm = torch.linalg.vector_norm(g, dim=-1, keepdim=True)
+    return torch.where(norm > 0, g / norm.clamp_min(torch.finfo(g.dtype).tiny), torch.zeros_like(g))

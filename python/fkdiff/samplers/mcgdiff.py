@@ -1,0 +1,421 @@
+"""MCGdiff: sequential Monte Carlo over the backward diffusion chain with closed-form auxiliary
+kernels (Cardoso, Janati, Le Corff, Moulines), as fixed in MATH.md ("MCGdiff").
+
+Everything happens in the SVD basis of the operator, ``xbar = V^T x``, where the observation reads
+``ybar_i = (U^T y)_i / s_i = xbar_{0,i} + (sigma_y / s_i) z_i`` on the ``r`` observed coordinates.
+
+Setup. Observed coordinate ``i`` gets a release time ``tau_i`` on the grid and a residual variance
+``rho_i``: with ``noise_matching="exact"``, ``tau_i`` is the largest grid time with
+``(1 - abar_tau) / abar_tau <= sigma_y^2 / s_i^2`` and ``rho_i = max(abar_tau sigma_y^2 / s_i^2 -
+(1 - abar_tau), kappa)``, so that ``N(x_tau; sqrt(abar_tau) ybar_i, rho_i)`` integrated against the
+forward kernel is exactly the likelihood ``N(ybar_i; xbar_{0,i}, sigma_y^2 / s_i^2) /
+sqrt(abar_tau)``. At an active time ``t >= tau_i`` the potential is
+``g_{t,i} = N(xbar_i; sqrt(abar_t) ybar_i, v_{t,i})``, ``v_{t,i} = 1 - (abar_t / abar_tau_i)(1 - rho_i)``.
+
+Per step ``t -> t'`` (``act'`` = coordinates with ``tau_i <= t'``), for each of B independent runs
+of N particles: one denoiser call gives the DDIM(eta) mean ``m`` and the kernel variance ``k^2``
+(``sigma^2``, or ``sigma^2 + c0^2 r_t^2`` for ``kernel="moment"``); then
+
+1. weight: ``sum_{act'} log N(sqrt(abar_t') ybar_i; m_i, k^2 + v_{t',i}) - log N(xbar_i; sqrt(abar_t) ybar_i, v_{t,i})``
+   (:func:`fkdiff.ops.mcgdiff_log_weight`, both sums over act');
+2. resample ancestors (:func:`fkdiff.ops.resample`);
+3. mutate from the ancestor's ``m`` (:func:`fkdiff.ops.auxiliary_mutation`, gather on read): on act'
+   ``K_i sqrt(abar_t') ybar_i + (1 - K_i) m_i + sqrt(K_i v_{t',i}) z``, ``K_i = k^2 / (k^2 + v_{t',i})``;
+   elsewhere ``m_i + k z``.
+
+Into ``t_0 = 0`` the DDIM kernel is deterministic: coordinates still active there use the kernel
+``N(x0hat_i, r^2)``, ``r^2 = 1 - abar_{t_1}`` (``kernel="moment"``: its own ``r_{t_1}^2``, the same
+for unit data variance), so that the same closed-form weight and proposal apply.
+
+Randomness: the call's key seeds Philox; the initial draw is step 0 and the j-th transition step
+j, the element ``(b, n, d)`` of step j uses the counter ``((j B + b) N + n) D + d``. Resampling
+uniforms and the final one-draw-per-run come from a ``torch.Generator`` seeded with the same key.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+from .. import ops
+from ..diffusion import GaussianMixtureDenoiser, ddim_step, time_grid
+from .base import DenoiserCalls, Problem, Sampler, SamplingResult, progress_bar
+
+__all__ = ["MCGDiff"]
+
+
+def _choice(name: str, value, allowed) -> str:
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(f"{name}: expected one of {tuple(allowed)}, got {value!r}")
+    return value
+
+
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 1:
+        raise ValueError(f"{name}: expected a positive int, got {value!r}")
+    return int(value)
+
+
+def _positive_float(name: str, value, why: str = "") -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)) or float(value) <= 0:
+        raise ValueError(f"{name}: expected a finite number > 0{why}, got {value!r}")
+    return float(value)
+
+
+def _log_normal(x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+    """Elementwise ``log N(x; mean, var)`` (float64 bookkeeping, not a particle loop)."""
+    return -0.5 * ((x - mean) ** 2 / var + torch.log(2 * math.pi * var))
+
+
+class MCGDiff(Sampler):
+    """MCGdiff posterior sampler (MATH.md, "MCGdiff"), B independent filters of N particles.
+
+    Args:
+        num_particles: N per run. Default 1024: on the mixture benchmark N ~ 1000 is what reaches
+            the Monte Carlo noise floor (the paper's mixture runs use 1000; N = 64 is badly biased
+            on informative problems, algorithms.md §1.12).
+        num_steps: n, jumps of the backward chain. Default 100, the released step count (a short
+            chain is itself inexact, MATH.md "Chain error": use the full chain where exactness
+            matters).
+        eta: DDIM(eta) stochasticity. Default 1 (the DDPM bridge, as the released image configs);
+            ``eta <= 0`` is an error: the closed-form proposal needs ``sigma > 0``.
+        kappa: floor of the potential's residual variance (noiseless observations, and the
+            variance at ``t_0``). Default 1e-4, the released package's value.
+        resampling: one of :data:`fkdiff.ops.SCHEMES`. Default ``"systematic"`` (lowest variance,
+            sorted ancestors; the paper uses multinomial, still available).
+        ess_threshold: None (default): resample at every step, as the paper. A float in (0, 1]:
+            resample a run only when its ESS / N falls below it; weights multiply across steps
+            otherwise.
+        spacing: time grid, ``"uniform"`` in the table index (default, the released image grid)
+            or ``"sqrt_abar"`` (the released mixture scripts' grid).
+        kernel: ``"ddim"`` (default, the papers' backward kernel) or ``"moment"`` (variance
+            ``sigma^2 + c0^2 r_t^2``, MATH.md Notation).
+        data_variance: ``s_d^2`` of the moment kernel's ``r_t^2`` (default 1: unit-variance data,
+            and the exact value for the identity-covariance mixture components).
+        noise_matching: ``"exact"`` (default, MATH.md decision: the likelihood variance is matched
+            exactly by the residual variance ``rho_i``) or ``"released"`` (nearest grid time,
+            ``rho_i = kappa``).
+        last_step: ``"exact"`` (default: closed-form proposal with ``N(x0hat, r^2)`` into t_0) or
+            ``"released"`` (noiseless observed coordinates set to ``ybar``, no weights).
+        init: ``"exact"`` (default: draw from ``phi_n ∝ g_n N(0, I)``) or ``"prior"`` (``N(0, I)``
+            without weights, the released code).
+        final_weights: ``"none"`` (default; the draw already targets the posterior) or
+            ``"released"`` (the released package's final correction, which counts the observation
+            twice: samples too narrow along the observed directions).
+        max_batch: at most this many rows per denoiser call (None: all B N at once); results do
+            not depend on it.
+        return_particles: also return the (B, N) particles, their normalised log-weights and the
+            last step's ancestry.
+
+    The evidence estimate ``log_evidence`` (B,) is consistent for ``log p(y)`` (sigma_y > 0) with
+    the default options ``noise_matching``, ``last_step``, ``init`` (the released options change
+    the target; ``last_step="released"`` leaves out the last step's factor).
+    """
+
+    name = "mcgdiff"
+
+    KERNELS = ("ddim", "moment")
+    SPACINGS = ("uniform", "sqrt_abar")
+
+    def __init__(
+        self,
+        num_particles: int = 1024,
+        num_steps: int = 100,
+        eta: float = 1.0,
+        kappa: float = 1e-4,
+        resampling: str = "systematic",
+        ess_threshold: float | None = None,
+        spacing: str = "uniform",
+        kernel: str = "ddim",
+        noise_matching: str = "exact",
+        last_step: str = "exact",
+        init: str = "exact",
+        final_weights: str = "none",
+        max_batch: int | None = None,
+        return_particles: bool = False,
+        data_variance: float = 1.0,
+    ):
+        self.num_particles = _positive_int("num_particles", num_particles)
+        self.num_steps = _positive_int("num_steps", num_steps)
+        if isinstance(eta, bool) or not isinstance(eta, numbers.Real) or not math.isfinite(float(eta)):
+            raise ValueError(f"eta: expected a finite number > 0, got {eta!r}")
+        if eta <= 0:
+            raise ValueError(f"eta: MCGdiff needs eta > 0 (its proposal needs sigma > 0), got {eta!r}")
+        self.eta = float(eta)
+        self.kappa = _positive_float("kappa", kappa)
+        self.resampling = _choice("resampling", resampling, ops.SCHEMES)
+        if ess_threshold is not None:
+            if isinstance(ess_threshold, bool) or not isinstance(ess_threshold, numbers.Real) or not 0 < float(ess_threshold) <= 1:
+                raise ValueError(f"ess_threshold: expected None or a number in (0, 1], got {ess_threshold!r}")
+            ess_threshold = float(ess_threshold)
+        self.ess_threshold = ess_threshold
+        self.spacing = _choice("spacing", spacing, self.SPACINGS)
+        self.kernel = _choice("kernel", kernel, self.KERNELS)
+        self.noise_matching = _choice("noise_matching", noise_matching, ("exact", "released"))
+        self.last_step = _choice("last_step", last_step, ("exact", "released"))
+        self.init = _choice("init", init, ("exact", "prior"))
+        self.final_weights = _choice("final_weights", final_weights, ("none", "released"))
+        if max_batch is not None:
+            max_batch = _positive_int("max_batch", max_batch)
+        self.max_batch = max_batch
+        if not isinstance(return_particles, bool):
+            raise ValueError(f"return_particles: expected a bool, got {return_particles!r}")
+        self.return_particles = return_particles
+        self.data_variance = _positive_float("data_variance", data_variance)
+
+    def __repr__(self) -> str:
+        keys = ("num_particles", "num_steps", "eta", "kappa", "resampling", "ess_threshold", "spacing", "kernel",
+                "noise_matching", "last_step", "init", "final_weights")
+        return "MCGDiff(" + ", ".join(f"{k}={getattr(self, k)!r}" for k in keys) + ")"
+
+    def __call__(self, denoiser, operator, y, sigma_y, **kwargs) -> SamplingResult:
+        # A closed-form mixture denoiser knows its dimension: say so before any rotation fails.
+        dim = getattr(denoiser, "dim", None) if isinstance(denoiser, GaussianMixtureDenoiser) else None
+        dim_x = getattr(operator, "dim_x", None)
+        if dim is not None and dim_x is not None and dim != dim_x:
+            raise ValueError(f"denoiser: works in dimension {dim}, but the operator's x has dimension {dim_x}")
+        return super().__call__(denoiser, operator, y, sigma_y, **kwargs)
+
+    # ----------------------------------------------------------------------------------------
+    # Setup: release times and residual variances
+    # ----------------------------------------------------------------------------------------
+
+    def release_times(self, abar_grid: torch.Tensor, s: torch.Tensor, sigma_y: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(k_tau, rho)``: the grid position of each observed coordinate's release time and its
+        residual variance (float64), MATH.md "MCGdiff"."""
+        ratio = (sigma_y / s) ** 2  # (r,) likelihood variance of ybar_i
+        snr_inv = (1 - abar_grid) / abar_grid  # (n + 1,) increasing along the grid
+        if self.noise_matching == "exact":
+            # largest grid time with (1 - abar) / abar <= sigma_y^2 / s_i^2 (t_0 always qualifies)
+            k_tau = (snr_inv[None, :] <= ratio[:, None] * (1 + 1e-12)).sum(1) - 1
+            abar_tau = abar_grid[k_tau]
+            rho = (abar_tau * ratio - (1 - abar_tau)).clamp(min=self.kappa)
+        else:  # the released rule: nearest grid time, residual variance kappa
+            k_tau = (sigma_y**2 * abar_grid[None, :] - (1 - abar_grid[None, :]) * s[:, None] ** 2).abs().argmin(1)
+            rho = torch.full_like(ratio, self.kappa)
+        return k_tau, rho
+
+    # ----------------------------------------------------------------------------------------
+    # The algorithm
+    # ----------------------------------------------------------------------------------------
+
+    def run(self, problem: Problem, calls: DenoiserCalls, key: int, progress: bool) -> SamplingResult:
+        B, N, D, r = problem.num_samples, self.num_particles, problem.dim, problem.rank
+        dtype, device = problem.dtype, problem.device
+        f64 = dict(dtype=torch.float64)  # the small per-coordinate bookkeeping lives on the CPU
+        dev = lambda t: t.to(device=device, dtype=dtype)  # noqa: E731  (per-coordinate vectors for the kernels)
+
+        # --- setup: grid, release times tau_i, residual variances rho_i, potential variances v
+        grid = time_grid(problem.alphas_cumprod, self.num_steps, self.spacing)  # t_0 = 0 < ... < t_n
+        n = grid.numel() - 1
+        abar = problem.alphas_cumprod.to(**f64).cpu()[grid]  # (n + 1,)
+        s = problem.singular_values.to(**f64).cpu()
+        ybar = problem.ybar.to(**f64).cpu()
+        k_tau, rho = self.release_times(abar, s, problem.sigma_y)
+        abar_tau = abar[k_tau]
+
+        def potential_var(k: int) -> torch.Tensor:
+            """``v_{t_k, i}`` on every observed coordinate (+inf where inactive: t_k < tau_i)."""
+            v = 1 - abar[k] / abar_tau * (1 - rho)
+            return torch.where(k_tau <= k, v, torch.full_like(v, math.inf))
+
+        def active(k: int) -> int:
+            """Number of observed coordinates active at t_k; they form a prefix (tau_i is
+            non-decreasing in i because s_i is non-increasing)."""
+            mask = k_tau <= k
+            count = int(mask.sum())
+            if not bool(mask[:count].all()):  # pragma: no cover - guaranteed by the SVD order
+                raise RuntimeError("MCGDiff: active coordinates are not a prefix of the observed ones")
+            return count
+
+        def vec(values_obs: torch.Tensor, fill: float) -> torch.Tensor:
+            """A (D,) per-coordinate vector for the kernels: observed part, then ``fill``."""
+            out = torch.full((D,), fill, **f64)
+            out[: values_obs.numel()] = values_obs
+            return dev(out)
+
+        gen = torch.Generator(device=device)
+        gen.manual_seed(key)
+        flags = ops.new_flags(device)
+        step_size = B * N * D  # Philox counters per step
+
+        # --- initialisation from phi_n ∝ g_n N(0, I) (or the prior, init="prior")
+        m_n = active(n)
+        v_n = potential_var(n)[:m_n]
+        center_n = math.sqrt(abar[n]) * ybar[:m_n]
+        if self.init == "exact":
+            gain = vec(torch.ones(m_n, **f64), 0.0)
+            center = vec(center_n / (1 + v_n), 0.0)
+            scale = vec((v_n / (1 + v_n)).sqrt(), 1.0)
+            log_z = torch.full((B,), float(_log_normal(center_n, 0.0, 1 + v_n).sum()), dtype=torch.float64, device=device)  # log ∫ g_n p_n
+        else:
+            gain, center, scale = vec(ybar.new_zeros(0), 0.0), vec(ybar.new_zeros(0), 0.0), vec(ybar.new_zeros(0), 1.0)
+            log_z = torch.zeros(B, dtype=torch.float64, device=device)
+        x = ops.auxiliary_mutation(
+            torch.zeros(B, 1, D, dtype=dtype, device=device), gain, center, scale,
+            ancestors=torch.zeros(B, N, dtype=torch.int64, device=device), seed=key, offset=0, flags=flags,
+        )
+        x_next = torch.empty_like(x)
+        ops.check_flags(flags, "MCGDiff initialisation")
+
+        lw = None  # carried normalised log-weights (None: uniform, the default resample-every-step)
+        lw_inc = torch.empty(B, N, dtype=dtype, device=device)
+        ancestors = torch.empty(B, N, dtype=torch.int64, device=device)
+        identity = torch.arange(N, device=device).expand(B, N)
+        ess_trace = torch.empty(n, B, dtype=torch.float64, device=device)
+        # final_weights="released": log g_{tau_min}(x_{tau_min}) carried along the ancestry
+        k_min = int(k_tau.min()) if r else 0
+        released_g = None
+
+        bar = progress_bar(n, progress, "MCGdiff")
+        for j in range(1, n + 1):
+            k = n - j + 1  # t = t_k -> t' = t_{k-1}
+            t, t_new = int(grid[k]), int(grid[k - 1])
+            where = f"MCGdiff step {j}/{n} (t={t} -> {t_new})"
+            last = k == 1
+            m_old, m_new = active(k), active(k - 1)  # act, act' (prefix counts, act' ⊂ act)
+            v_old, v_new = potential_var(k)[:m_new], potential_var(k - 1)[:m_new]
+            target_old = math.sqrt(abar[k]) * ybar[:m_new]
+            target_new = math.sqrt(abar[k - 1]) * ybar[:m_new]
+
+            if self.final_weights == "released" and k == k_min and k_min > 0:
+                released_g = self._released_potential(x, k, m_old, m_new, abar, ybar, potential_var, dev, flags)
+
+            # 1. one denoiser call over the B N particles: DDIM(eta) mean m and kernel variance
+            step = ddim_step(float(abar[k]), float(abar[k - 1]), self.eta)
+            x0hat, epshat = calls.denoise(x.view(B * N, D), t)
+            # m = c_x0 x0hat + c_eps epshat, written over x0hat (no extra (B N, D) buffer) unless
+            # the denoiser handed back memory that is not its own (the particles, or epshat)
+            if any(x0hat.untyped_storage().data_ptr() == other.untyped_storage().data_ptr() for other in (x, epshat)):
+                x0hat = x0hat.clone()
+            mean = x0hat.mul_(step.c_x0).add_(epshat, alpha=step.c_eps).view(B, N, D)
+            kvar = self._kernel_variance(step, float(abar[k]), last, m_new, D, f64)  # (D,) float64
+
+            if last and self.last_step == "released":
+                # the paper code: observed coordinates still active land on ybar, no weights
+                ess_trace[j - 1] = ops.ess(lw, flags=flags) if lw is not None else float(N)
+                gain = vec(torch.ones(m_new, **f64), 0.0)
+                center = vec(ybar[:m_new], 0.0)
+                scale = vec(torch.zeros(m_new, **f64), 0.0) + dev(kvar.sqrt()) * (1 - gain)
+                ops.auxiliary_mutation(mean, gain, center, scale, seed=key, offset=j * step_size, out=x_next, flags=flags)
+                ancestors.copy_(identity)
+            else:
+                # 2. weight: the new potential under the kernel over the old one, both over act'
+                ops.mcgdiff_log_weight(
+                    mean, x, dev(target_new), dev(kvar[:m_new] + v_new), dev(target_old), dev(v_old),
+                    coords=m_new, normalized=True, out=lw_inc, flags=flags,
+                )
+                if lw is None:
+                    total = lw_inc
+                    log_z += ops.log_sum_exp(total, flags=flags) - math.log(N)
+                else:
+                    total = lw + lw_inc
+                    log_z += ops.log_sum_exp(total, flags=flags)
+                ess = ops.ess(total, flags=flags)
+                ess_trace[j - 1] = ess
+
+                # 3. resample ancestors (every step, or where ESS / N fell below the threshold)
+                ops.resample(total, self.resampling, generator=gen, out=ancestors, flags=flags)
+                if self.ess_threshold is None:
+                    lw = None
+                else:
+                    keep = (ess < self.ess_threshold * N)[:, None]
+                    ancestors.copy_(torch.where(keep, ancestors, identity))
+                    lw = torch.where(keep, -math.log(N), ops.log_normalize(total, flags=flags))
+
+                # 4. mutate from the ancestors' means: closed form on act', the kernel elsewhere
+                gain_obs = kvar[:m_new] / (kvar[:m_new] + v_new)
+                gain = vec(gain_obs, 0.0)
+                center = vec(target_new, 0.0)
+                scale = dev(torch.cat([(gain_obs * v_new).sqrt(), kvar[m_new:].sqrt()]))
+                ops.auxiliary_mutation(mean, gain, center, scale, ancestors=ancestors, seed=key, offset=j * step_size,
+                                       out=x_next, flags=flags)
+            if released_g is not None:
+                released_g = released_g.gather(1, ancestors)
+            x, x_next = x_next, x
+
+            calls.check(where)
+            ops.check_flags(flags, where)
+            bar.update(1)
+        bar.close()
+
+        # --- output: the final weights, one particle per run drawn by them, mapped back with V
+        final = lw if lw is not None else torch.full((B, N), -math.log(N), dtype=dtype, device=device)
+        if self.final_weights == "released" and r:
+            final = final + self._released_final(x, k_min, released_g, ybar, s, problem.sigma_y, potential_var, dev, flags)
+        final = ops.log_normalize(final.contiguous(), flags=flags)
+        ops.check_flags(flags, "MCGdiff output")
+        cdf = torch.cumsum(final.to(torch.float64).exp(), dim=1)
+        u = torch.rand(B, 1, generator=gen, dtype=torch.float64, device=device) * cdf[:, -1:]
+        choice = torch.searchsorted(cdf, u).clamp(max=N - 1)[:, 0]
+        op = problem.operator
+        samples = op.V(x[torch.arange(B, device=device), choice]).reshape(B, *problem.x_shape)
+
+        log_evidence = log_z + self._evidence_jacobian(problem, abar_tau, s)
+        info = {
+            "grid": grid,
+            "release_times": grid[k_tau] if r else grid.new_zeros(0),
+            "residual_variance": rho,
+            "choice": choice,
+            "settings": repr(self),
+        }
+        result = SamplingResult(samples=samples, ess=ess_trace, log_evidence=log_evidence, info=info)
+        if self.return_particles:
+            result.particles = op.V(x.view(B * N, D)).reshape(B, N, *problem.x_shape)
+            result.log_weights = final
+            info["ancestors"] = ancestors.clone()
+        return result
+
+    # ----------------------------------------------------------------------------------------
+    # Pieces
+    # ----------------------------------------------------------------------------------------
+
+    def _kernel_variance(self, step, abar_t: float, last: bool, m_new: int, D: int, f64) -> torch.Tensor:
+        """(D,) variance of the backward kernel per coordinate (float64).
+
+        DDIM: ``sigma^2`` everywhere; into t_0 (sigma = 0) the coordinates still active use
+        ``N(x0hat, r^2)``, ``r^2 = 1 - abar_{t_1}``. Moment kernel: ``sigma^2 + c0^2 r_t^2``
+        everywhere, ``r_t^2 = s_d^2 (1 - abar_t) / (abar_t s_d^2 + 1 - abar_t)``."""
+        if self.kernel == "moment":
+            sd2 = self.data_variance
+            r2 = sd2 * (1 - abar_t) / (abar_t * sd2 + 1 - abar_t)
+            return torch.full((D,), step.sigma**2 + step.c_x0_total**2 * r2, **f64)
+        kvar = torch.full((D,), step.sigma**2, **f64)
+        if last:
+            kvar[:m_new] = 1 - abar_t
+        return kvar
+
+    def _released_potential(self, x, k, m_old, m_new, abar, ybar, potential_var, dev, flags):
+        """``log g_{tau_min}(x_{tau_min})`` over the coordinates released at tau_min (B, N)."""
+        v = potential_var(k)[m_new:m_old]
+        target = math.sqrt(abar[k]) * ybar[m_new:m_old]
+        const = float(ops.gaussian_log_normalizer(v))
+        return ops.gaussian_log_potential(x, dev(target), dev(v), coords=slice(m_new, m_old), const=const, flags=flags)
+
+    def _released_final(self, x, k_min, released_g, ybar, s, sigma_y, potential_var, dev, flags):
+        """The released package's final log-weight: ``log N(U^T y; S xbar_obs, sigma_y^2) -
+        log g_{tau_min}(x_{tau_min})`` (noiseless: ``- log g_0(x_0)``)."""
+        r = ybar.numel()
+        if k_min == 0:  # noiseless: the coordinates active at t_0, at x_0
+            m0 = int((potential_var(0) < math.inf).sum())
+            v = potential_var(0)[:m0]
+            const = float(ops.gaussian_log_normalizer(v))
+            return -ops.gaussian_log_potential(x, dev(ybar[:m0]), dev(v), coords=m0, const=const, flags=flags)
+        var = (sigma_y / s) ** 2
+        const = float(ops.gaussian_log_normalizer(var))
+        like = ops.gaussian_log_potential(x, dev(ybar), dev(var), coords=r, const=const, flags=flags)
+        return like - released_g
+
+    def _evidence_jacobian(self, problem: Problem, abar_tau: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """From the Feynman–Kac normaliser to ``log p(y)``: ``g_{tau_i,i}`` integrates against the
+        forward kernel to ``N(ybar_i; xbar_{0,i}, sigma_y^2 / s_i^2) / sqrt(abar_tau_i)``, and
+        ``N((U^T y)_i; s_i xbar_i, sigma_y^2) = N(ybar_i; xbar_i, sigma_y^2 / s_i^2) / s_i``; the
+        unobserved components of ``U^T y`` (d_y > rank) are pure noise ``N(0, sigma_y^2)``."""
+        out = float((0.5 * torch.log(abar_tau) - torch.log(s)).sum()) if s.numel() else 0.0
+        dim_y, r = problem.operator.dim_y, problem.rank
+        if dim_y > r and problem.sigma_y > 0:
+            rest = problem.operator.Ut(problem.y.to(torch.float64))[0, r:]
+            out += float(_log_normal(rest, 0.0, torch.tensor(problem.sigma_y**2, dtype=torch.float64)).sum())
+        return torch.tensor(out, dtype=torch.float64, device=problem.device)
