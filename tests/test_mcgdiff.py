@@ -341,15 +341,16 @@ def small_mixture(dim=4, d_y=2, seed=3):
 
 def test_same_seed_same_samples_and_max_batch_does_not_change_them():
     """Counter-based noise and a key-seeded resampling generator: the same generator seed gives
-    bit-identical results, whatever ``max_batch``. (Chunk sizes here are multiples of 8: the
-    mixture denoiser's ``(M, 25) @ (25, D)`` product rounds differently in BLAS tails of other
-    sizes, ~1e-6 relative — a property of the denoiser, not of the sampler.)"""
+    bit-identical results, whatever ``max_batch``. (The mixture denoiser's ``(M, 25) @ (25, D)``
+    product rounds a row differently in a BLAS tail block, ~1e-6 relative; the denoiser calls
+    keep chunk boundaries on multiples of 8 rows so that this cannot depend on ``max_batch``:
+    1001 and 100 below are rounded to 1000 and 96.)"""
     problem, den = small_mixture()
     B, N, steps = 4, 256, 30
     sampler = MCGDiff(num_particles=N, num_steps=steps, return_particles=True)
     runs = [
         sampler(den, problem.operator, problem.y, 1.0, num_samples=B, generator=gen(5), progress=False, max_batch=mb)
-        for mb in (None, None, 1000, 96)
+        for mb in (None, None, 1000, 96, 1001, 100)
     ]
     for other in runs[1:]:
         assert torch.equal(other.samples, runs[0].samples)

@@ -149,7 +149,7 @@ def value_and_grad(calls: DenoiserCalls, x: torch.Tensor, t: int, objective):
     Runs forward and backward in chunks of at most ``calls.max_batch`` rows (the objective is a
     sum over rows, so the gradient does not depend on the chunking), counts one VJP per row, and
     returns ``(value, grad, x0hat, epshat)``, all detached."""
-    size = calls.max_batch or x.shape[0]
+    size = calls.chunk_rows(x.shape[0])
     values, grads, x0s, epss = [], [], [], []
     for chunk in torch.split(x.detach(), size):
         xc = chunk.clone().requires_grad_(True)
