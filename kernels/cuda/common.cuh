@@ -20,6 +20,18 @@ constexpr int kChunksPerThread = 1;  // rows mode: one chunk of 4 elements per t
 constexpr int kSegRows = 4;  // long-row kernels: rows per block (reuse of per-column parameters)
 constexpr int64_t kMaxGrid = 1 << 20;  // grid-stride kernels never launch more blocks than this
 
+// Rows mode: row groups per thread per grid-stride step. Each thread first issues the loads of
+// all its R rows (independent, so R x 16 bytes per array are in flight), then computes and
+// stores. The noise is counter-based, so results do not depend on R or the grid.
+template <typename T>
+struct RowsUnroll {
+  static constexpr int value = sizeof(T) == 4 ? 2 : 1;
+};
+// Minimum resident 256-thread blocks per SM of the rows-mode kernels (register cap
+// 65536 / (256 * blocks)): 3 -> 80 registers (37.5% occupancy; float takes 2 rows per thread).
+template <typename T>
+constexpr int kRowsMinBlocks = 3;
+
 inline cudaStream_t as_stream(void* s) { return reinterpret_cast<cudaStream_t>(s); }
 
 inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
@@ -30,6 +42,14 @@ inline unsigned grid_for(int64_t items, int sm_count, int blocks_per_sm = 8) {
   if (cap > kMaxGrid) cap = kMaxGrid;
   int64_t g = items < cap ? items : cap;
   return static_cast<unsigned>(g < 1 ? 1 : g);
+}
+
+// Population of a flattened row (row >= 0, N >= 1): cheap 32-bit division when it fits.
+__device__ __forceinline__ int64_t pop_of(int64_t row, int64_t N, int64_t B) {
+  if (B == 1) return 0;
+  if (row <= 0x7fffffff && N <= 0x7fffffff)
+    return static_cast<int64_t>(static_cast<uint32_t>(row) / static_cast<uint32_t>(N));
+  return row / N;
 }
 
 inline int ceil_log2(int64_t v) {  // smallest k with 2^k >= v (v >= 1)

@@ -37,52 +37,74 @@ __device__ __forceinline__ bool parent_of(const I* anc, int64_t row, int64_t j, 
   return a >= 0 && a < Np;
 }
 
+static_assert(kChunksPerThread == 1, "rows-mode kernels assume one chunk per thread and row");
+
+// Rows mode: each grid-stride step takes R = RowsUnroll<T> row groups (R rows per thread, all in
+// the thread's single chunk column): ancestors of all R rows, then their parent rows (R
+// independent loads in flight), then K, c, s (reloaded only when the population changes), the
+// noise, the stores.
 template <typename T, typename I, bool VEC>
-__global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 4 : 3)
+__global__ void __launch_bounds__(kThreads, kRowsMinBlocks<T>)
     mutation_rows(const T* m, const I* __restrict__ anc, const T* __restrict__ K, int64_t sK,
                   const T* __restrict__ C, int64_t sC, const T* __restrict__ S, int64_t sS, T* out, int64_t B,
                   int64_t N, int64_t Np, int64_t d, int tpr_log2, uint64_t seed, uint64_t offset, int32_t* flags) {
+  constexpr int R = RowsUnroll<T>::value;
   const int tpr = 1 << tpr_log2;
   const int slots = kThreads >> tpr_log2;
   const int slot = threadIdx.x >> tpr_log2, lane = threadIdx.x & (tpr - 1);
   const int64_t rows = B * N, nchunk = chunks_of(d);
   const int64_t ngroups = (rows + slots - 1) / slots;
   int bad = 0;
-  for (int64_t grp = blockIdx.x; grp < ngroups; grp += gridDim.x) {
-    const int64_t row = grp * slots + slot;
-    if (row >= rows) continue;
-    const int64_t b = row / N, j = row - b * N;
-    int64_t p;
-    const bool valid = parent_of(anc, row, j, Np, p);
-    if (!valid) bad = kFlagAncestorRange;
-    const T* src = m + (b * Np + (valid ? p : 0)) * d;
-    T* dst = out + row * d;
-    const T* Kb = K + b * sK;
-    const T* Cb = C + b * sC;
-    const T* Sb = S + b * sS;
+  if (lane < nchunk) {  // this thread's chunk column exists (lane-uniform over the whole loop)
+    const int64_t i0 = 4 * static_cast<int64_t>(lane);
+    const int cnt = d - i0 < 4 ? static_cast<int>(d - i0) : 4;
+    for (int64_t g0 = static_cast<int64_t>(blockIdx.x) * R; g0 < ngroups;
+         g0 += static_cast<int64_t>(gridDim.x) * R) {
+      const int64_t rw0 = g0 * slots + slot;
+      int64_t pb[R];
+      V4<T> mv[R];
+      bool act[R], valid[R];
 #pragma unroll
-    for (int k = 0; k < kChunksPerThread; ++k) {
-      const int64_t ch = lane + static_cast<int64_t>(k) * tpr;
-      if (ch >= nchunk) break;
-      const int64_t i0 = 4 * ch;
-      const int cnt = d - i0 < 4 ? static_cast<int>(d - i0) : 4;
-      V4<T> o;
-      if (valid) {
-        const V4<T> mv = load4<T, VEC>(src + i0, cnt);
-        const V4<T> kv = load4<T, VEC>(Kb + i0, cnt);
-        const V4<T> cv = load4<T, VEC>(Cb + i0, cnt);
-        const V4<T> sv = load4<T, VEC>(Sb + i0, cnt);
-        V4<T> mean;  // the deterministic part first: fewer live registers across the Philox rounds
-#pragma unroll
-        for (int e = 0; e < 4; ++e) mean.v[e] = mutate_mean(kv.v[e], cv.v[e], mv.v[e]);
-        const Normal4 z = normal4(seed, offset + static_cast<uint64_t>(row * d + i0));
-#pragma unroll
-        for (int e = 0; e < 4; ++e) o.v[e] = fma(sv.v[e], static_cast<T>(z.z[e]), mean.v[e]);
-      } else {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) o.v[e] = T(NAN);
+      for (int r = 0; r < R; ++r) {
+        const int64_t row = rw0 + static_cast<int64_t>(r) * slots;
+        act[r] = row < rows;
+        valid[r] = false;
+        pb[r] = 0;
+        if (act[r]) {
+          const int64_t b = pop_of(row, N, B), j = row - b * N;
+          int64_t p;
+          valid[r] = parent_of(anc, row, j, Np, p);
+          pb[r] = b;
+          if (valid[r]) mv[r] = load4<T, VEC>(m + (b * Np + p) * d + i0, cnt);
+        }
       }
-      store4<T, VEC>(dst + i0, o, cnt);
+      int64_t cur = -1;
+      V4<T> kv, cv, sv;
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        if (!act[r]) continue;
+        const int64_t row = rw0 + static_cast<int64_t>(r) * slots;
+        V4<T> o;
+        if (valid[r]) {
+          if (pb[r] != cur) {
+            cur = pb[r];
+            kv = load4<T, VEC>(K + cur * sK + i0, cnt);
+            cv = load4<T, VEC>(C + cur * sC + i0, cnt);
+            sv = load4<T, VEC>(S + cur * sS + i0, cnt);
+          }
+          V4<T> mean;
+#pragma unroll
+          for (int e = 0; e < 4; ++e) mean.v[e] = mutate_mean(kv.v[e], cv.v[e], mv[r].v[e]);
+          const Normal4 z = normal4(seed, offset + static_cast<uint64_t>(row * d + i0));
+#pragma unroll
+          for (int e = 0; e < 4; ++e) o.v[e] = fma(sv.v[e], static_cast<T>(z.z[e]), mean.v[e]);
+        } else {
+          bad = kFlagAncestorRange;
+#pragma unroll
+          for (int e = 0; e < 4; ++e) o.v[e] = T(NAN);
+        }
+        store4<T, VEC>(out + row * d + i0, o, cnt);
+      }
     }
   }
   or_flags(flags, bad);
@@ -161,7 +183,8 @@ void mutation_launch(const T* m, const I* anc, int64_t B, int64_t Np, int64_t d,
   if (rows_mode(d)) {
     const int tl = rows_tpr_log2(d);
     const int64_t slots = kThreads >> tl;
-    const unsigned grid = grid_for((rows + slots - 1) / slots, sm_count);
+    constexpr int R = RowsUnroll<T>::value;
+    const unsigned grid = grid_for(((rows + slots - 1) / slots + R - 1) / R, sm_count);
     if (vec)
       mutation_rows<T, I, true><<<grid, kThreads, 0, st>>>(m, anc, K, sK, C, sC, S, sS, out, B, N, Np, d, tl, seed,
                                                            offset, flags);
@@ -189,57 +212,66 @@ __device__ __forceinline__ T langevin_step(T x, T g, T fac, T sq2g, float z) {
   return fma(sq2g, static_cast<T>(z), fma(fac, g, x));
 }
 
-// Rows mode: the row's gradient stays in registers between the norm and the update (3 passes).
+// Rows mode: the rows' gradients and x stay in registers between the norm and the update; each
+// grid-stride step takes R = RowsUnroll<T> row groups (2R independent loads in flight per thread).
+// x is read before out is written by the same thread, so out may alias x.
 template <typename T, bool VEC>
-__global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 4 : 3)
+__global__ void __launch_bounds__(kThreads, kRowsMinBlocks<T>)
     langevin_rows(const T* x, const T* grad, T* out, int64_t rows, int64_t d, int tpr_log2, double gamma,
                   uint64_t seed, uint64_t offset, int32_t* flags) {
   __shared__ double red[kThreads / 32];
+  constexpr int R = RowsUnroll<T>::value;
   const int tpr = 1 << tpr_log2;
   const int slots = kThreads >> tpr_log2;
   const int slot = threadIdx.x >> tpr_log2, lane = threadIdx.x & (tpr - 1);
   const int64_t nchunk = chunks_of(d);
   const int64_t ngroups = (rows + slots - 1) / slots;
   const T sq2g = static_cast<T>(sqrt(2.0 * gamma));
+  const bool has_chunk = lane < nchunk;
+  const int64_t i0 = 4 * static_cast<int64_t>(lane);
+  const int cnt = has_chunk ? (d - i0 < 4 ? static_cast<int>(d - i0) : 4) : 0;
   int bad = 0;
   // The loop bounds depend on blockIdx only: every thread runs the same iterations (the group
   // sum may synchronise the block).
-  for (int64_t grp = blockIdx.x; grp < ngroups; grp += gridDim.x) {
-    const int64_t row = grp * slots + slot;
-    const bool active = row < rows;
-    V4<T> gv[kChunksPerThread];
-    double ss = 0.0;
+  for (int64_t g0 = static_cast<int64_t>(blockIdx.x) * R; g0 < ngroups; g0 += static_cast<int64_t>(gridDim.x) * R) {
+    int64_t rw[R];
+    bool act[R];
+    V4<T> gv[R], xv[R];
 #pragma unroll
-    for (int k = 0; k < kChunksPerThread; ++k) {
-      const int64_t ch = lane + static_cast<int64_t>(k) * tpr;
-      if (active && ch < nchunk) {
-        const int64_t i0 = 4 * ch;
-        const int cnt = d - i0 < 4 ? static_cast<int>(d - i0) : 4;
-        gv[k] = load4<T, VEC>(grad + row * d + i0, cnt);
+    for (int r = 0; r < R; ++r) {
+      rw[r] = (g0 + r) * slots + slot;
+      act[r] = rw[r] < rows;
+      if (act[r] && has_chunk) {
+        gv[r] = load4<T, VEC>(grad + rw[r] * d + i0, cnt);
+        xv[r] = load4<T, VEC>(x + rw[r] * d + i0, cnt);
+      }
+    }
+    double ss[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      ss[r] = 0.0;
+      if (act[r] && has_chunk) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const double gd = static_cast<double>(gv[k].v[e]);
-          ss = fma(gd, gd, ss);
+          const double gd = static_cast<double>(gv[r].v[e]);
+          ss[r] = fma(gd, gd, ss[r]);
         }
       }
     }
-    ss = row_group_sum(ss, tpr_log2, red);
-    if (!active) continue;
-    const double norm = sqrt(ss);
-    if (!isfinite(norm)) bad = kFlagGradientNonFinite;
-    const T fac = static_cast<T>(gamma / (1.0 + gamma * norm));
 #pragma unroll
-    for (int k = 0; k < kChunksPerThread; ++k) {
-      const int64_t ch = lane + static_cast<int64_t>(k) * tpr;
-      if (ch >= nchunk) break;
-      const int64_t i0 = 4 * ch;
-      const int cnt = d - i0 < 4 ? static_cast<int>(d - i0) : 4;
-      const V4<T> xv = load4<T, VEC>(x + row * d + i0, cnt);
-      const Normal4 z = normal4(seed, offset + static_cast<uint64_t>(row * d + i0));
+    for (int r = 0; r < R; ++r) ss[r] = row_group_sum(ss[r], tpr_log2, red);
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      if (!act[r]) continue;
+      const double norm = sqrt(ss[r]);
+      if (!isfinite(norm)) bad = kFlagGradientNonFinite;
+      if (!has_chunk) continue;
+      const T fac = static_cast<T>(gamma / (1.0 + gamma * norm));
+      const Normal4 z = normal4(seed, offset + static_cast<uint64_t>(rw[r] * d + i0));
       V4<T> o;
 #pragma unroll
-      for (int e = 0; e < 4; ++e) o.v[e] = langevin_step(xv.v[e], gv[k].v[e], fac, sq2g, z.z[e]);
-      store4<T, VEC>(out + row * d + i0, o, cnt);
+      for (int e = 0; e < 4; ++e) o.v[e] = langevin_step(xv[r].v[e], gv[r].v[e], fac, sq2g, z.z[e]);
+      store4<T, VEC>(out + rw[r] * d + i0, o, cnt);
     }
   }
   or_flags(flags, bad);
@@ -351,7 +383,8 @@ void langevin_launch(const T* x, const T* grad, int64_t rows, int64_t d, double 
   if (rows_mode(d)) {
     const int tl = rows_tpr_log2(d);
     const int64_t slots = kThreads >> tl;
-    const unsigned grid = grid_for((rows + slots - 1) / slots, sm_count);
+    constexpr int R = RowsUnroll<T>::value;
+    const unsigned grid = grid_for(((rows + slots - 1) / slots + R - 1) / R, sm_count);
     if (vec)
       langevin_rows<T, true><<<grid, kThreads, 0, st>>>(x, grad, out, rows, d, tl, gamma, seed, offset, flags);
     else
@@ -401,31 +434,36 @@ __device__ __forceinline__ double qterm(T x, T t, T a, T v) {
   return static_cast<double>(r * r * p);
 }
 
-// Sum of the row's terms over this thread's chunks (rows mode).
-template <typename T, bool VEC>
-__device__ __forceinline__ double term_rows_partial(const TermPtrs<T>& P, int64_t b, int64_t row, int lane, int tpr) {
-  double acc = 0.0;
-  if (P.m <= 0) return acc;
-  const int64_t nchunk = chunks_of(P.m);
-  const T* xr = P.x + row * P.ld;
-  const T* tb = P.t + b * P.st;
-  const T* ab = P.a + b * P.sa;
-  const T* vb = P.v + b * P.sv;
+// Sums of the terms of R rows over this thread's chunk (rows mode, one chunk per thread and row):
+// the R rows' x loads first, then t, a, v (reloaded only when the population changes).
+template <typename T, bool VEC, int R>
+__device__ __forceinline__ void term_rows_partials(const TermPtrs<T>& P, const int64_t (&pb)[R],
+                                                   const int64_t (&rw)[R], const bool (&act)[R], int lane,
+                                                   double (&acc)[R]) {
 #pragma unroll
-  for (int k = 0; k < kChunksPerThread; ++k) {
-    const int64_t ch = lane + static_cast<int64_t>(k) * tpr;
-    if (ch >= nchunk) break;
-    const int64_t i0 = 4 * ch;
-    const int cnt = P.m - i0 < 4 ? static_cast<int>(P.m - i0) : 4;
-    const V4<T> xv = load4<T, VEC>(xr + i0, cnt);
-    const V4<T> tv = load4<T, VEC>(tb + i0, cnt);
-    const V4<T> av = load4<T, VEC>(ab + i0, cnt);
-    const V4<T> vv = load4<T, VEC>(vb + i0, cnt);
+  for (int r = 0; r < R; ++r) acc[r] = 0.0;
+  if (P.m <= 0 || lane >= chunks_of(P.m)) return;
+  const int64_t i0 = 4 * static_cast<int64_t>(lane);
+  const int cnt = P.m - i0 < 4 ? static_cast<int>(P.m - i0) : 4;
+  V4<T> xv[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+    if (act[r]) xv[r] = load4<T, VEC>(P.x + rw[r] * P.ld + i0, cnt);
+  int64_t cur = -1;
+  V4<T> tv, av, vv;
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    if (!act[r]) continue;
+    if (pb[r] != cur) {
+      cur = pb[r];
+      tv = load4<T, VEC>(P.t + cur * P.st + i0, cnt);
+      av = load4<T, VEC>(P.a + cur * P.sa + i0, cnt);
+      vv = load4<T, VEC>(P.v + cur * P.sv + i0, cnt);
+    }
 #pragma unroll
     for (int e = 0; e < 4; ++e)
-      if (e < cnt) acc += qterm(xv.v[e], tv.v[e], av.v[e], vv.v[e]);
+      if (e < cnt) acc[r] += qterm(xv[r].v[e], tv.v[e], av.v[e], vv.v[e]);
   }
-  return acc;
 }
 
 template <typename T>
@@ -441,25 +479,42 @@ __device__ __forceinline__ void potential_store(T* out, int64_t row, int64_t b, 
 }
 
 template <typename T, bool VEC>
-__global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 4 : 3)
+__global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? kRowsMinBlocks<T> : 2)
     potential_rows(TermPtrs<T> P1, TermPtrs<T> P2, bool has2, int64_t B, int64_t N, int tpr_log2,
                    const double* __restrict__ cst, T* out, bool accumulate, int32_t* flags) {
   __shared__ double red[kThreads / 32];
+  constexpr int R = RowsUnroll<T>::value;
   const int tpr = 1 << tpr_log2;
   const int slots = kThreads >> tpr_log2;
   const int slot = threadIdx.x >> tpr_log2, lane = threadIdx.x & (tpr - 1);
   const int64_t rows = B * N;
   const int64_t ngroups = (rows + slots - 1) / slots;
   int bad = 0;
-  for (int64_t grp = blockIdx.x; grp < ngroups; grp += gridDim.x) {
-    const int64_t row = grp * slots + slot;
-    const bool active = row < rows;
-    const int64_t b = active ? row / N : 0;
-    double q1 = active ? term_rows_partial<T, VEC>(P1, b, row, lane, tpr) : 0.0;
-    double q2 = (active && has2) ? term_rows_partial<T, VEC>(P2, b, row, lane, tpr) : 0.0;
-    q1 = row_group_sum(q1, tpr_log2, red);
-    if (has2) q2 = row_group_sum(q2, tpr_log2, red);
-    if (active && lane == 0) potential_store(out, row, b, q1, q2, has2, cst, accumulate, bad);
+  for (int64_t g0 = static_cast<int64_t>(blockIdx.x) * R; g0 < ngroups; g0 += static_cast<int64_t>(gridDim.x) * R) {
+    int64_t rw[R], pb[R];
+    bool act[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      rw[r] = (g0 + r) * slots + slot;
+      act[r] = rw[r] < rows;
+      pb[r] = act[r] ? pop_of(rw[r], N, B) : 0;
+    }
+    double q1[R], q2[R];
+    term_rows_partials<T, VEC, R>(P1, pb, rw, act, lane, q1);
+    if (has2) {
+      term_rows_partials<T, VEC, R>(P2, pb, rw, act, lane, q2);
+    } else {
+#pragma unroll
+      for (int r = 0; r < R; ++r) q2[r] = 0.0;
+    }
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      q1[r] = row_group_sum(q1[r], tpr_log2, red);
+      if (has2) q2[r] = row_group_sum(q2[r], tpr_log2, red);
+    }
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+      if (act[r] && lane == 0) potential_store(out, rw[r], pb[r], q1[r], q2[r], has2, cst, accumulate, bad);
   }
   or_flags(flags, bad);
 }
@@ -578,7 +633,8 @@ void potential_launch(int64_t B, int64_t N, const PotentialTerm& t1, const Poten
   if (rows_mode(mmax < 1 ? 1 : mmax)) {
     const int tl = rows_tpr_log2(mmax < 1 ? 1 : mmax);
     const int64_t slots = kThreads >> tl;
-    const unsigned grid = grid_for((rows + slots - 1) / slots, sm_count);
+    constexpr int R = RowsUnroll<T>::value;
+    const unsigned grid = grid_for(((rows + slots - 1) / slots + R - 1) / R, sm_count);
     if (vec)
       potential_rows<T, true><<<grid, kThreads, 0, st>>>(P1, P2, has2, B, N, tl, cst, out, accumulate, flags);
     else

@@ -42,28 +42,6 @@ struct Acc {
 
 __device__ __forceinline__ Acc acc_empty() { return Acc{-INFINITY, 0.0, 0.0, 0, 0}; }
 
-__device__ __forceinline__ void acc_add(Acc& a, double x) {
-  if (isnan(x)) {
-    a.bits |= kFlagLogWeightNaN;
-    a.seen = 1;
-  } else if (x == INFINITY) {
-    a.bits |= kFlagLogWeightPosInf;
-    a.seen = 1;
-  } else if (x != -INFINITY) {
-    a.seen = 1;
-    if (x > a.m) {
-      const double e = exp(a.m - x);  // 0 when a.m = -inf
-      a.s1 = fma(a.s1, e, 1.0);
-      a.s2 = fma(a.s2 * e, e, 1.0);
-      a.m = x;
-    } else {
-      const double e = exp(x - a.m);
-      a.s1 += e;
-      a.s2 = fma(e, e, a.s2);
-    }
-  }
-}
-
 __device__ __forceinline__ Acc acc_merge(const Acc& a, const Acc& b) {
   Acc r;
   r.bits = a.bits | b.bits;
@@ -113,31 +91,80 @@ struct Partial {
   double m, s1, s2, tag;
 };
 
-// K1: one partial per (population, tile of `tile` entries).
+// K1: one partial per (population, tile of `tile` entries); one warp per tile (no shared memory,
+// no block barriers). Each lane loads kStatBatch entries (independent loads in flight), takes
+// their max, rescales its running sums once per batch when the max grows, then adds one
+// float64 exp per entry. The warp merges its lanes relative to the warp max (one exp per lane).
+constexpr int kStatBatch = 16;
+
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     tile_stats(const T* __restrict__ lw, int64_t lw_stride, int64_t B, int64_t N, int64_t tile, int64_t nblk,
                Partial* __restrict__ part) {
-  __shared__ Acc sh[kThreads / 32];
+  const int lane = threadIdx.x & 31;
   const int64_t items = B * nblk;
-  for (int64_t item = blockIdx.x; item < items; item += gridDim.x) {
+  const int64_t nwarps = static_cast<int64_t>(gridDim.x) * (kThreads / 32);
+  for (int64_t item = static_cast<int64_t>(blockIdx.x) * (kThreads / 32) + (threadIdx.x >> 5); item < items;
+       item += nwarps) {
     const int64_t b = item / nblk, k = item - b * nblk;
     const int64_t p0 = k * tile;
     const int64_t p1 = p0 + tile < N ? p0 + tile : N;
     const T* row = lw + b * lw_stride;
-    Acc a = acc_empty();
-    for (int64_t base = p0; base < p1; base += kTile) {
-      double vals[kItems];
+    double m = -INFINITY, s1 = 0.0, s2 = 0.0;
+    int bits = 0, seen = 0;
+    for (int64_t base = p0; base < p1; base += 32 * kStatBatch) {
+      double v[kStatBatch];
 #pragma unroll
-      for (int r = 0; r < kItems; ++r) {  // all loads first (independent), then the updates
-        const int64_t i = base + threadIdx.x + r * kThreads;
-        vals[r] = i < p1 ? static_cast<double>(row[i]) : -INFINITY;
+      for (int r = 0; r < kStatBatch; ++r) {
+        const int64_t i = base + lane + 32 * r;
+        v[r] = i < p1 ? static_cast<double>(row[i]) : -INFINITY;
       }
+      double bm = -INFINITY;
 #pragma unroll
-      for (int r = 0; r < kItems; ++r) acc_add(a, vals[r]);
+      for (int r = 0; r < kStatBatch; ++r) {
+        const double x = v[r];
+        if (isnan(x)) bits |= kFlagLogWeightNaN;
+        if (x == INFINITY) bits |= kFlagLogWeightPosInf;
+        if (x != -INFINITY) seen = 1;  // NaN included
+        if (x < INFINITY) bm = fmax(bm, x);  // finite or -inf (false for NaN)
+      }
+      if (bm > m) {  // m = -inf: e = 0 and the (zero) sums stay zero
+        const double e = exp(m - bm);
+        s1 *= e;
+        s2 *= e * e;
+        m = bm;
+      }
+      if (m > -INFINITY) {
+#pragma unroll
+        for (int r = 0; r < kStatBatch; ++r) {
+          const double x = v[r];
+          if (x > -INFINITY && x < INFINITY) {  // false for NaN
+            const double e = exp(x - m);
+            s1 += e;
+            s2 = fma(e, e, s2);
+          }
+        }
+      }
     }
-    a = block_merge(a, sh);
-    if (threadIdx.x == 0) part[item] = Partial{a.m, a.s1, a.s2, static_cast<double>(a.bits | (a.seen << 8))};
+    double M = m;
+#pragma unroll
+    for (int off = 16; off >= 1; off >>= 1) M = fmax(M, __shfl_xor_sync(0xffffffffu, M, off));
+    if (M > -INFINITY) {
+      const double e = exp(m - M);  // 0 for a lane with m = -inf
+      s1 *= e;
+      s2 *= e * e;
+    } else {
+      s1 = 0.0;
+      s2 = 0.0;
+    }
+#pragma unroll
+    for (int off = 16; off >= 1; off >>= 1) {  // butterfly: every lane gets the same sums
+      s1 += __shfl_xor_sync(0xffffffffu, s1, off);
+      s2 += __shfl_xor_sync(0xffffffffu, s2, off);
+    }
+    bits = __reduce_or_sync(0xffffffffu, bits);
+    seen = __any_sync(0xffffffffu, seen) ? 1 : 0;
+    if (lane == 0) part[item] = Partial{M, s1, s2, static_cast<double>(bits | (seen << 8))};
   }
 }
 
@@ -282,6 +309,97 @@ __device__ __forceinline__ void copy_row(const char* __restrict__ x, char* __res
 
 __device__ __forceinline__ int skew(int i) { return i + (i >> 4); }  // conflict-free blocked reads
 
+// First i in [0, P) with sc[i] > q for the non-decreasing tile sc (skewed layout), or P if none:
+// fixed-step binary lifting (branch-free, so several searches of one thread interleave).
+__device__ __forceinline__ int tile_search(const double* sc, int P, double q) {
+  int lo = 0;  // sc[i] <= q for all i < lo
+#pragma unroll
+  for (int step = kTile; step >= 1; step >>= 1) {
+    const int t = lo + step;
+    if (t <= P && sc[skew(t - 1)] <= q) lo = t;
+  }
+  return lo;
+}
+
+// Rounding at the tile's end (no sc[i] > q): the tile's first particle reaching its last value
+// (its last particle of positive weight).
+__device__ __forceinline__ int tile_last(const double* sc, int P) {
+  const double last = sc[skew(P - 1)];
+  int lo = 0, hi = P - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi) >> 1;
+    if (sc[skew(mid)] >= last)
+      hi = mid;
+    else
+      lo = mid + 1;
+  }
+  return lo;
+}
+
+constexpr int kEmit = 4;  // outputs per thread per step of emit_outputs (independent searches/copies)
+
+// Copies kEmit rows of rb bytes (unit-aligned), one unit column at a time: the loads of all kEmit
+// rows are issued before their stores.
+template <typename U>
+__device__ __forceinline__ void copy_rows_batch(const char* __restrict__ x, char* __restrict__ rows,
+                                                const int64_t (&src)[kEmit], const int64_t (&dst)[kEmit],
+                                                const bool (&ok)[kEmit], int64_t rb) {
+  for (int64_t o = 0; o < rb; o += static_cast<int64_t>(sizeof(U))) {
+    U t[kEmit];
+#pragma unroll
+    for (int r = 0; r < kEmit; ++r)
+      if (ok[r]) t[r] = *reinterpret_cast<const U*>(x + src[r] * rb + o);
+#pragma unroll
+    for (int r = 0; r < kEmit; ++r)
+      if (ok[r]) *reinterpret_cast<U*>(rows + dst[r] * rb + o) = t[r];
+  }
+}
+
+// Outputs j in [jlo, jhi) of the tile starting at particle p0 (sc holds its normalised carries
+// c_0..c_{P-1}): ancestors (and rows when rb > 0; row indices are relative to row0 = b * N).
+template <typename I>
+__device__ __forceinline__ void emit_outputs(const double* sc, int P, int64_t p0, int64_t jlo, int64_t jhi,
+                                             int64_t N, double ub, const double* qb, I* __restrict__ ancb,
+                                             const char* __restrict__ x, char* __restrict__ rows, int64_t row0,
+                                             int64_t rb, int unit) {
+  const double Nd = static_cast<double>(N);
+  for (int64_t j0 = jlo + threadIdx.x; j0 < jhi; j0 += static_cast<int64_t>(kThreads) * kEmit) {
+    int64_t src[kEmit], dst[kEmit];
+    bool ok[kEmit];
+#pragma unroll
+    for (int r = 0; r < kEmit; ++r) {
+      const int64_t j = j0 + static_cast<int64_t>(r) * kThreads;
+      ok[r] = j < jhi;
+      int lo = 0;
+      if (ok[r]) {
+        const double q = qb == nullptr ? (static_cast<double>(j) + ub) / Nd : qb[j];
+        lo = tile_search(sc, P, q);
+      }
+      src[r] = lo;
+      dst[r] = j;
+    }
+#pragma unroll
+    for (int r = 0; r < kEmit; ++r) {
+      if (!ok[r]) continue;
+      int lo = static_cast<int>(src[r]);
+      if (lo >= P) lo = tile_last(sc, P);
+      ancb[dst[r]] = static_cast<I>(p0 + lo);
+      src[r] = row0 + p0 + lo;
+      dst[r] = row0 + dst[r];
+    }
+    if (rb > 0) {
+      if (unit == 16)
+        copy_rows_batch<uint4>(x, rows, src, dst, ok, rb);
+      else if (unit == 8)
+        copy_rows_batch<uint2>(x, rows, src, dst, ok, rb);
+      else if (unit == 4)
+        copy_rows_batch<uint32_t>(x, rows, src, dst, ok, rb);
+      else
+        copy_rows_batch<unsigned char>(x, rows, src, dst, ok, rb);
+    }
+  }
+}
+
 // K3. rb > 0: copy rows of rb bytes too (unit: widest aligned access, bytes).
 template <typename T, typename I>
 __global__ void __launch_bounds__(kThreads)
@@ -341,32 +459,84 @@ __global__ void __launch_bounds__(kThreads)
       jlo = k == 0 ? 0 : block_count_less(qb, N, Tk / S);
       jhi = k == nblk - 1 ? N : block_count_less(qb, N, Tk1 / S);
     }
-    const double Nd = static_cast<double>(N);
-    for (int64_t j = jlo + tid; j < jhi; j += kThreads) {
-      const double q = qb == nullptr ? (static_cast<double>(j) + ub) / Nd : qb[j];
-      int lo = 0, hi = P;  // first i with c_i > q
-      while (lo < hi) {
-        const int mid = (lo + hi) >> 1;
-        if (sc[skew(mid)] > q)
-          hi = mid;
-        else
-          lo = mid + 1;
-      }
-      if (lo >= P) {  // rounding at the tile's end: its last particle of positive weight
-        const double last = sc[skew(P - 1)];
-        lo = 0;
-        hi = P - 1;
-        while (lo < hi) {
-          const int mid = (lo + hi) >> 1;
-          if (sc[skew(mid)] >= last)
-            hi = mid;
-          else
-            lo = mid + 1;
-        }
-      }
-      ancb[j] = static_cast<I>(p0 + lo);
-      if (rb > 0) copy_row(x, rows, b * N + p0 + lo, b * N + j, rb, unit);
+    emit_outputs<I>(sc, P, p0, jlo, jhi, N, ub, qb, ancb, x, rows, b * N, rb, unit);
+  }
+}
+
+// Small populations (N <= kTile: one tile): one block per population does the stats, the scan
+// and the outputs (K1-K3 in one launch). Same arithmetic as K3 with T_0 = 0 and S = the tile's
+// scanned total.
+template <typename T, typename I>
+__global__ void __launch_bounds__(kThreads)
+    resample_small(const T* __restrict__ lw, int64_t lw_stride, int64_t B, int64_t N, const double* __restrict__ u,
+                   const double* __restrict__ pos, int64_t pos_stride, I* __restrict__ anc,
+                   const char* __restrict__ x, char* __restrict__ rows, int64_t rb, int unit, int32_t* flags) {
+  __shared__ double sc[kTile + kTile / 16];
+  __shared__ double s_max[kThreads / 32];
+  __shared__ int s_tag[kThreads / 32];
+  using Scan = cub::BlockScan<double, kThreads>;
+  __shared__ typename Scan::TempStorage scan_tmp;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int P = static_cast<int>(N);  // N <= kTile
+  for (int64_t b = blockIdx.x; b < B; b += gridDim.x) {
+    I* ancb = anc + b * N;
+    const T* lwb = lw + b * lw_stride;
+    double vals[kItems];
+    double mx = -INFINITY;
+    int bits = 0, seen = 0;
+#pragma unroll
+    for (int r = 0; r < kItems; ++r) {
+      const int i = tid + r * kThreads;
+      const double xv = i < P ? static_cast<double>(lwb[i]) : -INFINITY;
+      vals[r] = xv;
+      if (isnan(xv)) bits |= kFlagLogWeightNaN;
+      if (xv == INFINITY) bits |= kFlagLogWeightPosInf;
+      if (xv != -INFINITY) seen = 1;
+      if (xv < INFINITY) mx = fmax(mx, xv);
     }
+#pragma unroll
+    for (int off = 16; off >= 1; off >>= 1) mx = fmax(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+    const int tag = __reduce_or_sync(0xffffffffu, bits | (seen << 8));
+    __syncthreads();  // the previous population's readers of sc / s_max are done
+    if (lane == 0) {
+      s_max[warp] = mx;
+      s_tag[warp] = tag;
+    }
+    __syncthreads();
+    double M = s_max[0];
+    int all = s_tag[0];
+#pragma unroll
+    for (int w = 1; w < kThreads / 32; ++w) {
+      M = fmax(M, s_max[w]);
+      all |= s_tag[w];
+    }
+    const int status = (all & 0xff) | ((all >> 8) ? 0 : kFlagLogWeightAllZero);
+    if (status != 0) {  // flagged population: identity (block-uniform branch)
+      if (tid == 0) or_flags(flags, status);
+      for (int i = tid; i < P; i += kThreads) {
+        ancb[i] = static_cast<I>(i);
+        if (rb > 0) copy_row(x, rows, b * N + i, b * N + i, rb, unit);
+      }
+      continue;
+    }
+#pragma unroll
+    for (int r = 0; r < kItems; ++r) sc[skew(tid + r * kThreads)] = exp(vals[r] - M);  // -inf -> 0
+    __syncthreads();
+    double v[kItems];
+    double run = 0.0;
+#pragma unroll
+    for (int r = 0; r < kItems; ++r) {
+      run += sc[skew(tid * kItems + r)];
+      v[r] = run;
+    }
+    double excl, S;
+    Scan(scan_tmp).ExclusiveSum(run, excl, S);  // S >= 1 (the max contributes exp(0))
+#pragma unroll
+    for (int r = 0; r < kItems; ++r) sc[skew(tid * kItems + r)] = (0.0 + (excl + v[r])) / S;
+    __syncthreads();
+    const double ub = pos == nullptr ? u[b] : 0.0;
+    const double* qb = pos == nullptr ? nullptr : pos + b * pos_stride;
+    emit_outputs<I>(sc, P, 0, 0, N, N, ub, qb, ancb, x, rows, b * N, rb, unit);
   }
 }
 
@@ -451,7 +621,8 @@ int64_t lse_tile_of(int64_t N) {
 template <typename T>
 void stats_launch(const T* lw, int64_t B, int64_t N, int64_t lw_stride, int64_t tile, int64_t nblk, Partial* part,
                   double* stats, double* info, double* carries, int32_t* flags, int sm_count, cudaStream_t st) {
-  tile_stats<T><<<grid_for(B * nblk, sm_count), kThreads, 0, st>>>(lw, lw_stride, B, N, tile, nblk, part);
+  tile_stats<T><<<grid_for((B * nblk + kThreads / 32 - 1) / (kThreads / 32), sm_count), kThreads, 0, st>>>(
+      lw, lw_stride, B, N, tile, nblk, part);
   population_scan<<<grid_for(B, sm_count), kThreads, 0, st>>>(part, B, nblk, stats, info, carries, flags);
 }
 
@@ -512,6 +683,24 @@ void resample(const void* log_weights, int dtype, int64_t B, int64_t N, int64_t 
   double* info = reinterpret_cast<double*>(part + B * nblk);
   double* carries = info + 2 * B;
   cudaStream_t st = as_stream(stream);
+  const bool fuse = rb > 0 && rb <= kFuseRowBytes;
+  const int unit = rb > 0 ? copy_unit(x, rows, rb) : 0;
+  const int64_t rb_k3 = fuse ? rb : 0;
+  const char* xc = static_cast<const char*>(x);
+  char* rc = static_cast<char*>(rows);
+  if (nblk == 1) {  // one tile per population: a single fused launch (+ the gather for long rows)
+    const unsigned grid1 = grid_for(B, sm_count);
+#define FKD_RS1(T, I)                                                                                            \
+  resample_small<T, I><<<grid1, kThreads, 0, st>>>(static_cast<const T*>(log_weights), lw_stride, B, N, u,        \
+                                                   positions, pos_stride, static_cast<I*>(ancestors), xc, rc,      \
+                                                   rb_k3, unit, flags)
+    if (dtype == kFloat32) {
+      if (index_dtype == kInt32) FKD_RS1(float, int32_t); else FKD_RS1(float, int64_t);
+    } else {
+      if (index_dtype == kInt32) FKD_RS1(double, int32_t); else FKD_RS1(double, int64_t);
+    }
+#undef FKD_RS1
+  } else {
   if (dtype == kFloat32)
     stats_launch<float>(static_cast<const float*>(log_weights), B, N, lw_stride, kTile, nblk, part, nullptr, info,
                         carries, flags, sm_count, st);
@@ -519,12 +708,7 @@ void resample(const void* log_weights, int dtype, int64_t B, int64_t N, int64_t 
     stats_launch<double>(static_cast<const double*>(log_weights), B, N, lw_stride, kTile, nblk, part, nullptr, info,
                          carries, flags, sm_count, st);
 
-  const bool fuse = rb > 0 && rb <= kFuseRowBytes;
-  const int unit = rb > 0 ? copy_unit(x, rows, rb) : 0;
-  const int64_t rb_k3 = fuse ? rb : 0;
   const unsigned grid = grid_for(B * nblk, sm_count);
-  const char* xc = static_cast<const char*>(x);
-  char* rc = static_cast<char*>(rows);
 #define FKD_RS(T, I)                                                                                             \
   resample_tiles<T, I><<<grid, kThreads, 0, st>>>(static_cast<const T*>(log_weights), lw_stride, B, N, nblk, info, \
                                                   carries, u, positions, pos_stride, static_cast<I*>(ancestors),   \
@@ -535,6 +719,7 @@ void resample(const void* log_weights, int dtype, int64_t B, int64_t N, int64_t 
     if (index_dtype == kInt32) FKD_RS(double, int32_t); else FKD_RS(double, int64_t);
   }
 #undef FKD_RS
+  }
   if (rb > 0 && !fuse) {
     if (index_dtype == kInt32)
       gather_dispatch<int32_t>(x, rows, ancestors, B, N, rb, unit, sm_count, st);

@@ -63,14 +63,41 @@ def _neg2log(u):
 
 
 @triton.jit
+def _sincos_turns(b):
+    """(cos(2 pi b), sin(2 pi b)) for b in [0, 1), float32, branch-free (no libdevice range
+    reduction): quarter-turn quadrant k = round(4 b) and x = (4 b - k) pi / 2 in [-pi/4, pi/4]
+    (4 b - k is exact), then Taylor polynomials (truncation < 3e-9) and a quadrant rotation.
+    Absolute error a few float32 ulps of 1."""
+    t = b * 4.0
+    kf = tl.floor(t + 0.5)
+    x = (t - kf) * 1.5707963267948966
+    x2 = x * x
+    sp = 1.0 / 362880.0
+    sp = sp * x2 - 1.0 / 5040.0
+    sp = sp * x2 + 1.0 / 120.0
+    sp = sp * x2 - 1.0 / 6.0
+    sn = x + x * (x2 * sp)
+    cp = 1.0 / 40320.0
+    cp = cp * x2 - 1.0 / 720.0
+    cp = cp * x2 + 1.0 / 24.0
+    cp = cp * x2 - 0.5
+    cs = 1.0 + x2 * cp
+    q = kf.to(tl.int32) & 3
+    swap = (q & 1) != 0
+    c = tl.where(swap, sn, cs)
+    s = tl.where(swap, cs, sn)
+    c = tl.where((q == 1) | (q == 2), -c, c)
+    s = tl.where(q >= 2, -s, s)
+    return c, s
+
+
+@triton.jit
 def box_muller(a, b):
     """(r cos(2 pi b), r sin(2 pi b)), r = sqrt(-2 log(max(a, 1e-7))), float32."""
     a = tl.maximum(a, 1.0e-7)
     r = tl.sqrt(_neg2log(a))
-    # reduce the angle to [-pi, pi): b - 1 is exact for b >= 0.5
-    bb = tl.where(b >= 0.5, b - 1.0, b)
-    theta = bb * 6.283185307179586
-    return r * tl.cos(theta), r * tl.sin(theta)
+    c, s = _sincos_turns(b)
+    return r * c, r * s
 
 
 @triton.jit
@@ -135,22 +162,38 @@ def philox_kernel(out_ptr, n, seed_lo, seed_hi, ctr_lo, ctr_hi, BLOCK: tl.conste
 
 
 
+@triton.jit
+def lanes_contiguous(z0, z1, z2, z3):
+    """(G,) x 4 -> (4 G,) with element 4 g + l = z_l[g].  join keeps the four lanes of a group
+    in one thread (contiguous, vectorisable stores) and computes each group exactly once; a
+    broadcast z_l[:, None] against a (G, 4) lane index instead may replicate the whole Philox /
+    Box-Muller computation over the threads that hold the lanes."""
+    z = tl.join(tl.join(z0, z2), tl.join(z1, z3))  # [g, h, k] = z_{2h + k}: row-major = z0 z1 z2 z3
+    return tl.reshape(z, [z0.shape[0] * 4])
+
+
 @triton.jit(do_not_specialize=["seed_lo", "seed_hi", "off_lo", "off_hi"])
-def normal_kernel(out_ptr, n, seed_lo, seed_hi, off_lo, off_hi, GROUPS: tl.constexpr):
-    """out[k] = z(offset + k) for k < n; a program covers GROUPS Philox blocks (4 GROUPS elements)."""
-    pid = tl.program_id(0)
+def normal_kernel(out_ptr, n, seed_lo, seed_hi, off_lo, off_hi, GROUPS: tl.constexpr,
+                  ALIGNED: tl.constexpr):
+    """out[k] = z(offset + k) for k < n; a program covers GROUPS Philox blocks (4 GROUPS
+    elements): one Philox block per 4 outputs, Box-Muller once per pair, contiguous stores.
+    ALIGNED: offset % 4 == 0 (element k = 0 is lane 0 of its block)."""
+    pid = tl.program_id(0).to(tl.int64)
     sl, sh = seed_words(seed_lo, seed_hi)
     off = u64_from_words(off_lo, off_hi)
-    s = (off & 3).to(tl.int64)                 # lane of element k = 0
     g0 = off >> 2                               # Philox block of element k = 0
-    q = pid.to(tl.int64) * GROUPS + tl.arange(0, GROUPS).to(tl.int64)
-    lane = tl.arange(0, 4).to(tl.int64)
-    k = 4 * q[:, None] + lane[None, :] - s      # element index of (group q, lane)
-    mask = (k >= 0) & (k < n)
+    q = pid * GROUPS + tl.arange(0, GROUPS).to(tl.int64)
     g_lo, g_hi = split_u64(group_of(g0, q))
     z0, z1, z2, z3 = normals4(sl, sh, g_lo, g_hi)
-    z = select_lane(z0[:, None], z1[:, None], z2[:, None], z3[:, None], lane[None, :])
-    tl.store(out_ptr + k, z.to(out_ptr.dtype.element_ty), mask=mask)
+    z = lanes_contiguous(z0, z1, z2, z3).to(out_ptr.dtype.element_ty)
+    j = tl.arange(0, 4 * GROUPS)
+    if ALIGNED:
+        base = pid * (4 * GROUPS)               # element index of slot 0
+        tl.store(out_ptr + base + j, z, mask=j < n - base)
+    else:
+        s = (off & 3).to(tl.int64)              # lane of element k = 0
+        base = pid * (4 * GROUPS) - s
+        tl.store(out_ptr + base + j, z, mask=(j >= -base) & (j < n - base))
 
 
 @triton.jit

@@ -2,17 +2,16 @@
 
 Pipeline (all per population b, particle blocks k of BLOCK log-weights):
   lse_partials   block max m_k, s1_k = sum exp(lw - m_k), s2_k, flag bits; optionally zero-fills
-                 the ancestors block and sets the block's marker maximum to -1
+                 the ancestors block
   lse_combine    M, S1, S2, population flag (and the logsumexp_stats output), atomic flags
   blocksum       integer block sums of the quantised weights round(exp(lw - M) 2^52 / S1)
   carries        exclusive integer prefix sums of the block sums (exact, order-free)
   markers        C_i (inclusive, int64), E_i = C_i - w_i, offspring bounds P_i = f(E_i),
-                 O_i = f(C_i) (P_{i+1} == O_i exactly); particle i with O_i > P_i adds +i at
-                 output P_i and -i at output O_i; the largest owner starting in each output
-                 block goes to an atomic max
-  apply          ancestors = prefix sum of those adds (block-local tl.cumsum + the carry, the
-                 owner of the previous block's last output), clipped to [0, N - 1]; identity
-                 for flagged rows
+                 O_i = f(C_i) (P_{i+1} == O_i exactly); particle i with O_i > P_i stores i at
+                 output P_i (distinct addresses, no atomics), and into start[c] for every
+                 output block c whose first output it owns (exactly one writer per c)
+  apply          ancestors = running maximum over the output block, seeded with start[c],
+                 clipped to [0, N - 1]; identity for flagged rows
   gather_rows    rows[b, j] = x[b, ancestors[b, j]]
 """
 import triton
@@ -22,7 +21,7 @@ import triton.language as tl
 
 @triton.jit
 def lse_partials_kernel(lw_ptr, s_lb, N, NB, part_f_ptr, part_bits_ptr,
-                        anc_ptr, s_ab, bmax_ptr,
+                        anc_ptr, s_ab,
                         FILL: tl.constexpr, BLOCK: tl.constexpr):
     k = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -45,7 +44,6 @@ def lse_partials_kernel(lw_ptr, s_lb, N, NB, part_f_ptr, part_bits_ptr,
     if FILL:
         tl.store(anc_ptr + b * s_ab + idx, tl.zeros([BLOCK], dtype=anc_ptr.dtype.element_ty),
                  mask=mask)
-        tl.store(bmax_ptr + pb, -1)
 
 
 @triton.jit
@@ -178,14 +176,23 @@ def _offspring_bound(cum, total, N, u, pos_row_ptr, NBITS, SYSTEMATIC: tl.conste
 
 
 @triton.jit
+def _max_combine(a, b):
+    return tl.maximum(a, b)
+
+
+@triton.jit
 def markers_kernel(lw_ptr, s_lb, N, NB, info_ptr, carry_ptr, u_ptr, pos_ptr, s_pb,
-                   anc32_ptr, s_ab, bmax_ptr, NBITS,
-                   SYSTEMATIC: tl.constexpr, SCALE: tl.constexpr, BLOCK: tl.constexpr):
-    """Particle i with O_i > P_i owns the outputs [P_i, O_i): it adds +i at P_i and -i at O_i
-    (when O_i < N) into the zero-filled ancestors (an int32 view: SCALE = 2 for int64 ancestors,
-    whose high words stay 0 because every final entry lies in [0, N)), so that a prefix sum over
-    outputs gives the owner of each output.  At most two adds meet at one address.  bmax[c] gets
-    the largest owner whose range starts in output block c (the carry into the later blocks).
+                   anc_ptr, s_ab, start_ptr, NBITS,
+                   SYSTEMATIC: tl.constexpr, BLOCK: tl.constexpr):
+    """Atomic-free markers.  Particle i with O_i > P_i owns the outputs [P_i, O_i); these ranges
+    partition [0, N) exactly (P_{i+1} == O_i in exact integers, P_0 = 0, O_{N-1} = N), so
+
+      * every owner stores i at its first output P_i of the zero-filled ancestors (distinct
+        owners have distinct P_i: plain stores, no two programs touch one address), and
+      * the owner of each output block's first output j0 = c BLOCK (exactly one particle has
+        P_i <= j0 < O_i) stores i into start[b, c].
+
+    apply_kernel then takes a running maximum per output block, seeded with start[b, c].
     """
     k = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -206,32 +213,33 @@ def markers_kernel(lw_ptr, s_lb, N, NB, info_ptr, carry_ptr, u_ptr, pos_ptr, s_p
     P = _offspring_bound(E, total, N, u, pos_row, NBITS, SYSTEMATIC)
     O = tl.where(idx == N - 1, N, O)
     positive = mask & (O > P) & ok
-    row = anc32_ptr + b * s_ab * SCALE
-    tl.atomic_add(row + P * SCALE, idx, mask=positive)
-    tl.atomic_add(row + O * SCALE, -idx, mask=positive & (O < N))
-    last_pos = tl.max(tl.where(positive, idx, -1), axis=0)
-    cblk = P // BLOCK
-    is_last = positive & ((O // BLOCK != cblk) | (idx == last_pos))
-    tl.atomic_max(bmax_ptr + b * NB + cblk, idx, mask=is_last)
+    P = tl.where(positive, P, 0)
+    O = tl.where(positive, O, 0)
+    tl.store(anc_ptr + b * s_ab + P, idx.to(anc_ptr.dtype.element_ty), mask=positive)
+    # output blocks c with P <= c BLOCK < O: c in [ceil(P / BLOCK), ceil(O / BLOCK))
+    c_first = (P + (BLOCK - 1)) // BLOCK
+    n_c = tl.where(positive, (O + (BLOCK - 1)) // BLOCK - c_first, 0)
+    srow = start_ptr + b * NB + c_first
+    tl.store(srow, idx, mask=n_c > 0)
+    n_max = tl.max(n_c, axis=0)
+    for t in range(1, n_max):  # only particles with more than BLOCK offspring get here
+        tl.store(srow + t, idx, mask=t < n_c)
 
 
 @triton.jit
-def apply_kernel(anc_ptr, s_ab, N, NB, bmax_ptr, info_ptr, BLOCK: tl.constexpr, CH: tl.constexpr):
+def apply_kernel(anc_ptr, s_ab, N, NB, start_ptr, info_ptr, BLOCK: tl.constexpr):
     k = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
-    cvec = tl.full([CH], 0, tl.int32)
-    for c0 in range(0, k, CH):
-        kk = c0 + tl.arange(0, CH)
-        v = tl.load(bmax_ptr + b * NB + kk, mask=kk < k, other=0)
-        cvec = tl.maximum(cvec, v)
-    carry = tl.max(cvec, axis=0).to(tl.int64)
     flagged = tl.load(info_ptr + b * 4 + 3) != 0.0
+    carry = tl.load(start_ptr + b * NB + k)
+    carry = tl.where(flagged, 0, carry)
     idx = k * BLOCK + tl.arange(0, BLOCK)
     mask = idx < N
-    a = tl.load(anc_ptr + b * s_ab + idx, mask=mask, other=0).to(tl.int64)
-    a = tl.cumsum(a, axis=0) + carry
+    a = tl.load(anc_ptr + b * s_ab + idx, mask=mask, other=0).to(tl.int32)
+    a = tl.maximum(a, carry)
+    a = tl.associative_scan(a, 0, _max_combine)
     a = tl.minimum(tl.maximum(a, 0), N - 1)
-    a = tl.where(flagged, idx.to(tl.int64), a)
+    a = tl.where(flagged, idx, a)
     tl.store(anc_ptr + b * s_ab + idx, a.to(anc_ptr.dtype.element_ty), mask=mask)
 
 

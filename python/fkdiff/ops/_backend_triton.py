@@ -25,6 +25,14 @@ _GPU_RESAMPLE_BLOCK = 2048
 _INTERP_RESAMPLE_BLOCK = 1 << 15
 _GPU_LONG_ROW = 8192  # tamed Langevin: rows with more columns take the two-pass path
 _GPU_CHUNK = 4096  # ... whose sum-of-squares chunks have this many columns
+# Gaussian potential: rows of at least _POT_LONG columns, when the row-tile grid would have fewer
+# than _POT_FEW_PROGRAMS programs, are split into column chunks (partials + a finish kernel).
+_GPU_POT_LONG = 4096
+_GPU_POT_FEW_PROGRAMS = 1024
+_GPU_POT_CHUNK = 8192
+_INTERP_POT_LONG = 4096
+_INTERP_POT_FEW_PROGRAMS = 16
+_INTERP_POT_CHUNK = 4096
 
 
 @functools.lru_cache(maxsize=None)
@@ -84,11 +92,14 @@ def normal(out: torch.Tensor, seed: int, offset: int) -> None:
     n = out.numel()
     if n == 0:
         return
-    groups = 512 if _gpu(out) else _np2(min((n + 3) // 4 + 1, _INTERP_TILE // 4))
+    gpu = _gpu(out)
+    groups = 1024 if gpu else _np2(min((n + 3) // 4 + 1, _INTERP_TILE // 4))
     sl, sh = _words(seed)
     ol, oh = _words(offset)
-    grid = (triton_cdiv(n + 3, 4 * groups),)
-    _k()["philox"].normal_kernel[grid](out, n, sl, sh, ol, oh, GROUPS=groups)
+    grid = (triton_cdiv(n + (int(offset) & 3), 4 * groups),)
+    _k()["philox"].normal_kernel[grid](out, n, sl, sh, ol, oh, GROUPS=groups,
+                                       ALIGNED=(int(offset) & 3) == 0,
+                                       num_warps=8 if gpu else 4)
 
 
 def triton_cdiv(a: int, b: int) -> int:
@@ -107,7 +118,9 @@ def _resample_block(lw: torch.Tensor, N: int) -> int:
 
 
 def _lse_pass(lw, flags, out, ancestors, block):
-    """Partials + combine; returns (info (B, 4) float64 scratch, NB, bmax scratch or None)."""
+    """Partials + combine; returns (info (B, 4) float64 scratch, NB).
+
+    With ``ancestors`` the partials kernel also zero-fills them (the markers' canvas)."""
     R = _k()["resample"]
     B, N = lw.shape
     NB = triton_cdiv(N, block)
@@ -116,17 +129,16 @@ def _lse_pass(lw, flags, out, ancestors, block):
     part_bits = torch.empty(B * NB, dtype=torch.int32, device=dev)
     info = torch.empty(B * 4, dtype=torch.float64, device=dev)
     fill = ancestors is not None
-    bmax = torch.empty(B * NB, dtype=torch.int32, device=dev) if fill else part_bits
     anc = ancestors if fill else part_bits
     s_ab = ancestors.stride(0) if fill else 0
     nw = _warps(block) if _gpu(lw) else 4
-    R.lse_partials_kernel[(NB, B)](lw, lw.stride(0), N, NB, part_f, part_bits, anc, s_ab, bmax,
+    R.lse_partials_kernel[(NB, B)](lw, lw.stride(0), N, NB, part_f, part_bits, anc, s_ab,
                                    FILL=fill, BLOCK=block, num_warps=nw)
     ch = 1024 if _gpu(lw) else max(16, _np2(min(NB, 1024)))
     has_out = out is not None
     R.lse_combine_kernel[(B,)](part_f, part_bits, NB, out if has_out else part_f, info, flags,
                                HAS_OUT=has_out, CH=ch, num_warps=4)
-    return info, NB, bmax
+    return info, NB
 
 
 def logsumexp_stats(log_weights: torch.Tensor, out: torch.Tensor, flags: torch.Tensor) -> None:
@@ -152,7 +164,7 @@ def resample(log_weights: torch.Tensor, ancestors: torch.Tensor, flags: torch.Te
     dev = lw.device
     gpu = _gpu(lw)
     block = _resample_block(lw, N)
-    info, NB, bmax = _lse_pass(lw, flags, None, ancestors, block)
+    info, NB = _lse_pass(lw, flags, None, ancestors, block)
     nw = _warps(block) if gpu else 4
     part_i = torch.empty(B * NB, dtype=torch.int64, device=dev)
     carry = torch.empty(B * (NB + 1), dtype=torch.int64, device=dev)
@@ -165,13 +177,14 @@ def resample(log_weights: torch.Tensor, ancestors: torch.Tensor, flags: torch.Te
     else:
         u_t, pos_t, s_pb = lw, positions, positions.stride(0)
     nbits = int(N).bit_length() + 1
-    scale = 2 if ancestors.dtype == torch.int64 else 1  # atomics on the int32 low words
-    anc32 = ancestors.view(torch.int32) if scale == 2 else ancestors
+    # start[b, c]: the owner of output c * block (one writer per entry, every entry written
+    # for an unflagged population)
+    start = torch.empty(B * NB, dtype=torch.int32, device=dev)
     R.markers_kernel[(NB, B)](lw, lw.stride(0), N, NB, info, carry, u_t, pos_t, s_pb,
-                              anc32, ancestors.stride(0), bmax, nbits,
-                              SYSTEMATIC=systematic, SCALE=scale, BLOCK=block, num_warps=nw)
-    R.apply_kernel[(NB, B)](ancestors, ancestors.stride(0), N, NB, bmax, info,
-                            BLOCK=block, CH=ch, num_warps=nw)
+                              ancestors, ancestors.stride(0), start, nbits,
+                              SYSTEMATIC=systematic, BLOCK=block, num_warps=nw)
+    R.apply_kernel[(NB, B)](ancestors, ancestors.stride(0), N, NB, start, info,
+                            BLOCK=block, num_warps=nw)
     if x is not None and rows is not None:
         d = x.shape[2]
         if d == 0:
@@ -215,12 +228,45 @@ def gaussian_potential(x: torch.Tensor, t: torch.Tensor, a: torch.Tensor, v: tor
         s2 = (0, 0, 0, 0, 0)
     has_const = const is not None
     grid = (triton_cdiv(N, br), B)
+    long_row = _GPU_POT_LONG if gpu else _INTERP_POT_LONG
+    few = _GPU_POT_FEW_PROGRAMS if gpu else _INTERP_POT_FEW_PROGRAMS
+    if max(m, m2) >= long_row and grid[0] * grid[1] < few:
+        _potential_long_rows(x, t, a, v, out, flags, accumulate, const, x2_, t2_, a2_, v2_,
+                             m2, s2, has_x2)
+        return
     _k()["potential"].potential_kernel[grid](
         x, t, a, v, out, flags, const if has_const else out, x2_, t2_, a2_, v2_,
         N, m, x.stride(0), x.stride(1), t.stride(0), a.stride(0), v.stride(0), out.stride(0),
         m2, *s2,
         ACCUMULATE=bool(accumulate), HAS_CONST=has_const, HAS_X2=has_x2,
         BR=br, BC=bc, BC2=bc2, num_warps=(_warps(br * max(bc, bc2)) if gpu else 4))
+
+
+def _potential_long_rows(x, t, a, v, out, flags, accumulate, const, x2, t2, a2, v2, m2, s2,
+                         has_x2) -> None:
+    """Few long rows: (row, column chunk) programs -> float64 partials -> fixed-order finish."""
+    P = _k()["potential"]
+    B, N, m = x.shape
+    gpu = _gpu(x)
+    chunk = _GPU_POT_CHUNK if gpu else _INTERP_POT_CHUNK
+    bc = min(chunk, 2048 if gpu else chunk)
+    nc1 = triton_cdiv(m, chunk)
+    nct = nc1 + (triton_cdiv(m2, chunk) if has_x2 else 0)
+    R_ = B * N
+    nct = max(nct, 1)
+    part = torch.empty(R_ * nct, dtype=torch.float64, device=x.device)
+    P.potential_partials_kernel[(R_ * nct,)](
+        x, t, a, v, part, x2, t2, a2, v2,
+        N, m, x.stride(0), x.stride(1), t.stride(0), a.stride(0), v.stride(0),
+        m2, *s2, nc1, nct,
+        HAS_X2=has_x2, CHUNK=chunk, BC=bc, num_warps=8 if gpu else 4)
+    ncp = min(_np2(nct), 64)
+    br = max(1, min(_np2(R_), 4096 // ncp if gpu else 1024))
+    has_const = const is not None
+    P.potential_finish_kernel[(triton_cdiv(R_, br),)](
+        part, out, flags, const if has_const else out, R_, N, nct, out.stride(0),
+        ACCUMULATE=bool(accumulate), HAS_CONST=has_const, BR=br, NCP=ncp,
+        num_warps=4)
 
 
 # ------------------------------------------------------------------------------------------------
