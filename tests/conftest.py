@@ -67,3 +67,18 @@ def interpreted(name: str, device: str) -> bool:
 def _clear_pending_flags():
     yield
     _flags._pending.clear()
+
+
+def gen(seed: int) -> torch.Generator:
+    """A seeded CPU generator (tests draw everything from explicit generators)."""
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Sampler tests run on one thread: their timings stay predictable on a shared 2-core CI
+    machine, and results do not depend on the thread count anyway."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

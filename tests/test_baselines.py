@@ -10,6 +10,7 @@ import torch
 from fkdiff.diffusion import Denoiser, linear_schedule
 from fkdiff.operators import DenseOperator
 from fkdiff.problems.gmm import dcps_inverse_problem, gmm25_prior, mcgdiff_inverse_problem
+from conftest import gen  # noqa: E402
 from fkdiff.samplers import DDRM, DPS, PiGDM
 
 ABAR = linear_schedule(1000)
@@ -22,16 +23,7 @@ SAMPLERS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def problem(kind: str):

@@ -19,21 +19,13 @@ from fkdiff import metrics
 from fkdiff.diffusion import GaussianMixtureDenoiser, linear_schedule
 from fkdiff.operators import DenseOperator
 from fkdiff.problems.gmm import GaussianMixture, InverseProblem, dcps_inverse_problem, exact_posterior, gmm25_prior
+from conftest import gen  # noqa: E402
 from fkdiff.samplers import DCPS, DPS
 
 ABAR = linear_schedule(1000)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def gaussian_problem():

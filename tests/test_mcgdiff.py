@@ -27,11 +27,9 @@ from fkdiff.operators import DenseOperator
 from fkdiff.problems import gmm
 from fkdiff.samplers import MCGDiff
 
+from conftest import gen
+
 ABAR = linear_schedule(1000)
-
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 # ------------------------------------------------------------------------------------------------

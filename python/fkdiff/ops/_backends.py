@@ -134,3 +134,15 @@ def _resolve(device_type: str, forced: str | None, source: str) -> tuple[str, Mo
         if device.type in _status(name)["devices"]:
             return name, _module(name)
     return "torch", _module("torch")  # pragma: no cover - torch runs everywhere
+
+
+def run(device: torch.device, backend: str | None, flags, where: str, call) -> None:
+    """Run one kernel call: resolve the backend, hand ``call(module, flag_word)`` the flag word,
+    then apply the flag policy of :func:`fkdiff.ops._flags.acquire` (raise at once on the CPU,
+    defer on a GPU unless asked)."""
+    from . import _flags
+
+    name, module = resolve(device, backend)
+    word, read_now = _flags.acquire(device, flags)
+    call(module, word)
+    _flags.release(word, read_now, f"{where} ({name} backend)")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from . import _backends, _flags, _validate
+from . import _backends, _validate
 from .noise import resolve_seed
 
 
@@ -54,9 +54,9 @@ def tamed_langevin(
     g3 = _validate.contiguous(g3)
     seed = resolve_seed(seed, generator)
     offset = _validate.seed_value("offset", offset)
-    name, module = _backends.resolve(xs.device, backend)
-    word, read_now = _flags.acquire(xs.device, flags)
     target = x3 if in_place else result.view(x3.shape)
-    module.tamed_langevin(x3, g3, gamma, seed, offset, target, word)
-    _flags.release(word, read_now, f"tamed_langevin ({name} backend)")
+    _backends.run(
+        xs.device, backend, flags, "tamed_langevin",
+        lambda module, word: module.tamed_langevin(x3, g3, gamma, seed, offset, target, word),
+    )
     return result

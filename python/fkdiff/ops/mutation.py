@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from . import _backends, _flags, _validate
+from . import _backends, _validate
 from .noise import resolve_seed
 
 
@@ -69,8 +69,8 @@ def auxiliary_mutation(
     s = _validate.population_vector("noise_scale", noise_scale, B, d, dtype, device)
     seed = resolve_seed(seed, generator)
     offset = _validate.seed_value("offset", offset)
-    name, module = _backends.resolve(device, backend)
-    word, read_now = _flags.acquire(device, flags)
-    module.mutation(m3, anc, K, c, s, seed, offset, result.view(B, N, d), word)
-    _flags.release(word, read_now, f"auxiliary_mutation ({name} backend)")
+    _backends.run(
+        device, backend, flags, "auxiliary_mutation",
+        lambda module, word: module.mutation(m3, anc, K, c, s, seed, offset, result.view(B, N, d), word),
+    )
     return result

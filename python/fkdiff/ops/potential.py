@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from . import _backends, _flags, _validate
+from . import _backends, _validate
 
 
 def _particles(name: str, value) -> tuple[torch.Tensor, bool]:
@@ -62,10 +62,12 @@ def _run(where, x3, terms, out, accumulate, const, backend, flags, squeeze):
             const = _validate.tensor("const", const, ndims=(0, 1))
             _validate.same_device(x3, const=const)
             const = _validate.contiguous(const.to(torch.float64).reshape(-1).expand(B))
-    name, module = _backends.resolve(device, backend)
-    word, read_now = _flags.acquire(device, flags)
-    module.gaussian_potential(*terms[0], result.view(B, N), word, accumulate=accumulate, const=const, **terms[1])
-    _flags.release(word, read_now, f"{where} ({name} backend)")
+    _backends.run(
+        device, backend, flags, where,
+        lambda module, word: module.gaussian_potential(
+            *terms[0], result.view(B, N), word, accumulate=accumulate, const=const, **terms[1]
+        ),
+    )
     return result
 
 

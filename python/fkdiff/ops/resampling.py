@@ -25,7 +25,7 @@ import math
 
 import torch
 
-from . import _backends, _flags, _validate
+from . import _backends, _validate
 
 SCHEMES = ("systematic", "multinomial", "stratified", "residual")
 
@@ -161,10 +161,10 @@ def resample(
         raise TypeError(f"index_dtype: expected torch.int32 or torch.int64, got {index_dtype}")
     dtype = out.dtype if isinstance(out, torch.Tensor) else index_dtype
     ancestors = _validate.output("out", out, log_weights.shape, dtype, lw.device, _validate.INDEX_DTYPES)
-    name, module = _backends.resolve(lw.device, backend)
-    word, read_now = _flags.acquire(lw.device, flags)
-    _run(lw, scheme, generator, u, ancestors.view(lw.shape), word, module)
-    _flags.release(word, read_now, f"resample ({name} backend)")
+    _backends.run(
+        lw.device, backend, flags, "resample",
+        lambda module, word: _run(lw, scheme, generator, u, ancestors.view(lw.shape), word, module),
+    )
     return ancestors
 
 
@@ -206,20 +206,17 @@ def resample_rows(
     rows = _validate.output("out", out, xs.shape, xs.dtype, lw.device)
     dtype = ancestors_out.dtype if isinstance(ancestors_out, torch.Tensor) else index_dtype
     ancestors = _validate.output("ancestors_out", ancestors_out, log_weights.shape, dtype, lw.device, _validate.INDEX_DTYPES)
-    name, module = _backends.resolve(lw.device, backend)
-    word, read_now = _flags.acquire(lw.device, flags)
-    _run(lw, scheme, generator, u, ancestors.view(lw.shape), word, module, x=x3, rows=rows.view(x3.shape))
-    _flags.release(word, read_now, f"resample_rows ({name} backend)")
+    _backends.run(
+        lw.device, backend, flags, "resample_rows",
+        lambda module, word: _run(lw, scheme, generator, u, ancestors.view(lw.shape), word, module, x=x3, rows=rows.view(x3.shape)),
+    )
     return rows, ancestors
 
 
 def _stats(log_weights, backend, flags, where) -> tuple[torch.Tensor, torch.Tensor, bool]:
     lw, squeeze = _as_batch("log_weights", log_weights)
-    name, module = _backends.resolve(lw.device, backend)
     stats = torch.empty(lw.shape[0], 3, dtype=torch.float64, device=lw.device)
-    word, read_now = _flags.acquire(lw.device, flags)
-    module.logsumexp_stats(lw, stats, word)
-    _flags.release(word, read_now, f"{where} ({name} backend)")
+    _backends.run(lw.device, backend, flags, where, lambda module, word: module.logsumexp_stats(lw, stats, word))
     return lw, stats, squeeze
 
 
