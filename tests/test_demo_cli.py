@@ -26,3 +26,25 @@ def test_demo_problem_is_multimodal():
 
 def test_bench_help(capsys):
     assert cli.main(["bench"] + ["--help"]) == 0
+
+
+def test_gmm_table_small(tmp_path, capsys):
+    """`fkdiff gmm` end to end at toy size: rows and summary in the JSON, the talk's numbers beside."""
+    import json
+
+    path = tmp_path / "gmm.json"
+    code = cli.main(["gmm", "--dims", "10", "--seeds", "1", "--samples", "50", "--particles", "16", "--steps", "20",
+                     "--methods", "mcgdiff", "dps", "dcps5", "--no-progress", "--json", str(path)])
+    assert code == 0
+    data = json.loads(path.read_text())
+    assert {r["method"] for r in data["rows"]} == {"mcgdiff", "dps", "dcps5"}
+    assert set(data["rows"][0]) >= {"method", "dim", "obs_dim", "seed", "sw", "dw", "spread", "noise_floor", "seconds", "nfe"}
+    assert next(s for s in data["summary"] if s["method"] == "mcgdiff")["talk"][0] == 2.25
+    assert "talk SW" in capsys.readouterr().out
+
+
+def test_gmm_rejects_unknown_method():
+    import pytest
+
+    with pytest.raises(ValueError, match="methods: unknown method"):
+        cli.main(["gmm", "--methods", "nope", "--no-progress"])

@@ -2,6 +2,7 @@
 
     fkdiff bench kernels [options]   time the kernels (see ``fkdiff bench kernels --help``)
     fkdiff demo                      MCGdiff and DCPS against an exact 2-D mixture posterior (PNG)
+    fkdiff gmm [options]             the talk's Table 1 on the Gaussian-mixture benchmark
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ def _cuda() -> bool:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="fkdiff", description="fkdiff command line")
-    sub = parser.add_subparsers(dest="command", metavar="{bench,demo}")
+    sub = parser.add_subparsers(dest="command", metavar="{bench,demo,gmm}")
     bench = sub.add_parser("bench", help="benchmarks", add_help=False)
     bench.add_argument("what", nargs="?", choices=("kernels",), help="which benchmark")
     sub.add_parser("demo", help="MCGdiff and DCPS against an exact mixture posterior", add_help=False)
+    sub.add_parser("gmm", help="the talk's Table 1 on the Gaussian-mixture benchmark", add_help=False)
     args, rest = parser.parse_known_args(argv)
 
     if args.command == "bench":
@@ -44,6 +46,10 @@ def main(argv=None) -> int:
         return kernels.main(rest)
     if args.command == "demo":
         return _demo(rest)
+    if args.command == "gmm":
+        from fkdiff import gmm_benchmark
+
+        return gmm_benchmark.main(rest)
     parser.print_help()
     return 0
 
