@@ -1,6 +1,7 @@
 """The ``fkdiff`` command line.
 
     fkdiff bench kernels [options]   time the kernels (see ``fkdiff bench kernels --help``)
+    fkdiff bench samplers [options]  sampler throughput and memory against a plain PyTorch MCGdiff
     fkdiff demo                      MCGdiff and DCPS against an exact 2-D mixture posterior (PNG)
     fkdiff gmm [options]             the talk's Table 1 on the Gaussian-mixture benchmark
 """
@@ -30,7 +31,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="fkdiff", description="fkdiff command line")
     sub = parser.add_subparsers(dest="command", metavar="{bench,demo,gmm}")
     bench = sub.add_parser("bench", help="benchmarks", add_help=False)
-    bench.add_argument("what", nargs="?", choices=("kernels",), help="which benchmark")
+    bench.add_argument("what", nargs="?", choices=("kernels", "samplers"), help="which benchmark")
     sub.add_parser("demo", help="MCGdiff and DCPS against an exact mixture posterior", add_help=False)
     sub.add_parser("gmm", help="the talk's Table 1 on the Gaussian-mixture benchmark", add_help=False)
     args, rest = parser.parse_known_args(argv)
@@ -41,6 +42,10 @@ def main(argv=None) -> int:
                 print("usage: fkdiff bench kernels [options]   (fkdiff bench kernels --help for the options)")
                 return 0
             parser.error("bench: say which benchmark: fkdiff bench kernels [options]")
+        if args.what == "samplers":
+            from fkdiff.bench import samplers
+
+            return samplers.main(rest)
         from fkdiff.bench import kernels
 
         return kernels.main(rest)
