@@ -299,16 +299,20 @@ class GaussianMixtureDenoiser(Denoiser):
         """``(batch, K)`` posterior component probabilities given ``x_t`` (t = 0: clean x)."""
         abar = float(self.alphas_cumprod[t])
         mu = self.means.to(x.dtype)
-        logits = self.log_weights.to(x.dtype) + math.sqrt(abar) * (x @ mu.T) - abar * self._half_sq.to(x.dtype)
+        bias = (self.log_weights - abar * self._half_sq).to(x.dtype)
+        # one fused GEMM + bias (no (batch, K) temporaries besides the logits themselves)
+        logits = torch.addmm(bias, x, mu.T, alpha=math.sqrt(abar))
         return torch.softmax(logits, dim=-1)
 
     def predict(self, x, t):
         if x.dim() != 2 or x.shape[1] != self.dim:
             raise ValueError(f"x: expected shape (batch, {self.dim}), got {tuple(x.shape)}")
         abar = float(self.alphas_cumprod[t])
-        mean_mu = self.responsibilities(x, t) @ self.means.to(x.dtype)
-        x0hat = math.sqrt(abar) * x + (1.0 - abar) * mean_mu
-        epshat = (x - math.sqrt(abar) * x0hat) / math.sqrt(1.0 - abar)
+        # x0hat = sqrt(abar) x + (1 - abar) r @ mu and epshat = (x - sqrt(abar) x0hat) / sqrt(1 - abar),
+        # each in one fused op: the two outputs are the only (batch, D) arrays made (this runs on
+        # every particle at every step, so temporaries are memory and time).
+        x0hat = torch.addmm(x, self.responsibilities(x, t), self.means.to(x.dtype), beta=math.sqrt(abar), alpha=1.0 - abar)
+        epshat = torch.add(x, x0hat, alpha=-math.sqrt(abar)).div_(math.sqrt(1.0 - abar))
         return x0hat, epshat
 
     def log_prob(self, x: torch.Tensor, t: int = 0) -> torch.Tensor:
