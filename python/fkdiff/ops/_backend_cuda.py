@@ -98,14 +98,20 @@ def _flags(flags: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 
 
-def logsumexp_stats(log_weights: torch.Tensor, out: torch.Tensor, flags: torch.Tensor) -> None:
+def _log_weights(log_weights: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+    """A (B, N) CUDA log-weight tensor with unit last stride, and its sizes."""
     lw = _cuda("log_weights", log_weights)
     _require(lw.dim() == 2, "log_weights must be (B, N)")
     B, N = lw.shape
-    if B == 0 or N == 0:
-        return
     if N > 1:
         _require(lw.stride(1) == 1, "log_weights: last stride must be 1")
+    return lw, B, N
+
+
+def logsumexp_stats(log_weights: torch.Tensor, out: torch.Tensor, flags: torch.Tensor) -> None:
+    lw, B, N = _log_weights(log_weights)
+    if B == 0 or N == 0:
+        return
     _contig("out", _cuda("out", out))
     _require(out.dtype == torch.float64 and tuple(out.shape) == (B, 3), "out must be (B, 3) float64")
     _flags(flags)
@@ -133,13 +139,9 @@ def resample(
     x: torch.Tensor | None = None,
     rows: torch.Tensor | None = None,
 ) -> None:
-    lw = _cuda("log_weights", log_weights)
-    _require(lw.dim() == 2, "log_weights must be (B, N)")
-    B, N = lw.shape
+    lw, B, N = _log_weights(log_weights)
     if B == 0 or N == 0:
         return
-    if N > 1:
-        _require(lw.stride(1) == 1, "log_weights: last stride must be 1")
     _contig("ancestors", _cuda("ancestors", ancestors))
     _require(tuple(ancestors.shape) == (B, N), "ancestors must be (B, N)")
     index_code = _index_code("ancestors", ancestors)
