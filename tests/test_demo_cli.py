@@ -43,6 +43,22 @@ def test_gmm_table_small(tmp_path, capsys):
     assert "talk SW" in capsys.readouterr().out
 
 
+def test_gmm_resume_runs_only_missing_rows(tmp_path):
+    """`--resume` keeps the rows of an interrupted run and adds only the missing (method, seed)."""
+    import json
+
+    path = tmp_path / "gmm.json"
+    base = ["gmm", "--dims", "4", "--samples", "20", "--particles", "8", "--steps", "5", "--no-progress", "--json", str(path)]
+    assert cli.main(base + ["--seeds", "1", "--methods", "mcgdiff"]) == 0
+    first = json.loads(path.read_text())["rows"]
+    assert cli.main(base + ["--seeds", "2", "--methods", "mcgdiff", "mcgdiff_moment", "--resume"]) == 0
+    rows = json.loads(path.read_text())["rows"]
+    assert sorted((r["method"], r["seed"]) for r in rows) == [
+        ("mcgdiff", 0), ("mcgdiff", 1), ("mcgdiff_moment", 0), ("mcgdiff_moment", 1)
+    ]
+    assert rows[0] == first[0]  # kept as it was, not recomputed
+
+
 def test_gmm_rejects_unknown_method():
     import pytest
 

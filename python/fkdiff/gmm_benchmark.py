@@ -36,6 +36,8 @@ TALK = {
 }
 
 METHODS = ("mcgdiff", "dps", "ddrm", "pigdm", "dcps50", "dcps500")
+#: also accepted: ``mcgdiff_moment`` (MCGdiff with the moment-matched kernel), ``dcpsM`` for any M
+EXTRA_METHODS = ("mcgdiff_moment",)
 
 
 #: Tamed-Langevin step of DCPS_M in the Table-1 protocol. The talk's mixture script is not
@@ -48,8 +50,8 @@ DCPS_GAMMA = 0.05
 
 def make_sampler(method: str, particles: int, steps: int | None, dcps_gamma: float = DCPS_GAMMA):
     """The sampler of a method name at its released step count (``steps`` overrides)."""
-    if method == "mcgdiff":
-        return MCGDiff(num_particles=particles, num_steps=steps or 100)
+    if method in ("mcgdiff", "mcgdiff_moment"):  # the DDIM or the moment-matched kernel (MATH.md)
+        return MCGDiff(num_particles=particles, num_steps=steps or 100, kernel="moment" if method.endswith("moment") else "ddim")
     if method == "dps":
         return DPS(num_steps=steps or 300)
     if method == "ddrm":
@@ -168,7 +170,7 @@ def main(argv=None) -> int:
     p.add_argument("--dims", type=int, nargs="+", default=[10, 100])
     p.add_argument("--obs-dim", type=int, default=1)
     p.add_argument("--seeds", type=int, default=20, help="problems 0..seeds-1 (default %(default)s)")
-    p.add_argument("--methods", nargs="+", default=list(METHODS), help=f"any of {METHODS}, or dcpsM")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), help=f"any of {METHODS + EXTRA_METHODS}, or dcpsM")
     p.add_argument("--particles", type=int, default=1000, help="MCGdiff particles (default %(default)s)")
     p.add_argument("--steps", type=int, default=None, help="override every method's step count")
     p.add_argument("--samples", type=int, default=2000, help="samples per method and problem (default %(default)s)")
