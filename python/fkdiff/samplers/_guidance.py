@@ -152,7 +152,7 @@ def value_and_grad(calls: DenoiserCalls, x: torch.Tensor, t: int, objective):
     size = calls.chunk_rows(x.shape[0])
     values, grads, x0s, epss = [], [], [], []
     for chunk in torch.split(x.detach(), size):
-        xc = chunk.clone().requires_grad_(True)
+        xc = chunk.detach().requires_grad_(True)  # a leaf sharing the caller's memory (autograd only reads it)
         with torch.enable_grad():
             x0, eps = calls.denoise(xc, t)
             val = objective(xc, x0, eps)
@@ -162,6 +162,8 @@ def value_and_grad(calls: DenoiserCalls, x: torch.Tensor, t: int, objective):
         grads.append(g)
         x0s.append(x0.detach())
         epss.append(eps.detach())
+    if len(values) == 1:  # torch.cat of one tensor would still copy it
+        return values[0], grads[0], x0s[0], epss[0]
     cat = torch.cat
     return cat(values), cat(grads), cat(x0s), cat(epss)
 
@@ -170,3 +172,11 @@ def unit(g: torch.Tensor) -> torch.Tensor:
     """``g / ||g||`` per row (a zero row stays zero)."""
     norm = torch.linalg.vector_norm(g, dim=-1, keepdim=True)
     return torch.where(norm > 0, g / norm.clamp_min(torch.finfo(g.dtype).tiny), torch.zeros_like(g))
+
+
+def normalized_step_(p: torch.Tensor, g: torch.Tensor, lr: float) -> torch.Tensor:
+    """``p -= lr * unit(g)`` in place, per row (a zero row of ``g`` leaves its row of ``p``):
+    one norm and one fused multiply-add instead of four (N, D) temporaries."""
+    norm = torch.linalg.vector_norm(g, dim=-1, keepdim=True)
+    scale = torch.where(norm > 0, -lr / norm.clamp_min(torch.finfo(g.dtype).tiny), torch.zeros_like(norm))
+    return p.addcmul_(g, scale)

@@ -46,7 +46,7 @@ from ._guidance import (
     check_int,
     check_max_batch,
     kernel_var,
-    unit,
+    normalized_step_,
     value_and_grad,
 )
 from .base import DenoiserCalls, Problem, Sampler, SamplingResult, progress_bar
@@ -176,34 +176,40 @@ class DCPS(Sampler):
     # ----------------------------------------------------------------------------------------
 
     def log_backward(self, x: torch.Tensor, x0hat: torch.Tensor, epshat: torch.Tensor, t: int, t_k: int) -> torch.Tensor:
-        """``(B,)``: ``log beta_hat(x)`` seen from time ``t`` towards the block target ``t_k < t``."""
+        """``(B,)``: ``log beta_hat(x)`` seen from time ``t`` towards the block target ``t_k < t``.
+
+        Only the ``r`` observed coordinates of the bridge mean enter it (diagonal in the SVD
+        basis), so only they are formed."""
         abar_t, abar_k = float(self._abar[t]), float(self._abar[t_k])
         bridge = ddim_step(abar_t, abar_k, eta=1.0)  # q_{k|0,t}: the DDPM bridge
-        mu = bridge.mean(x0hat, epshat)
+        r = self._obs.r
+        mu = bridge.mean(x0hat[:, :r], epshat[:, :r])
         var = {"plugin": 0.0, "dps": bridge.sigma**2, "pigdm": bridge.sigma**2 + bridge.c_x0_total**2 * (1.0 - abar_t)}[self.potential]
         return self._obs.log_gaussian(mu, math.sqrt(abar_k), var + self._obs.noise_var(self._sigma))
 
     def grad_log_backward(self, x: torch.Tensor, t: int, t_k: int):
-        """``(grad_x log beta_hat(x), x0hat(x))``; at ``t = t_k`` beta_hat is ``g_k`` itself."""
+        """``(grad_x log beta_hat(x), x0hat(x), epshat(x))``; at ``t = t_k`` beta_hat is ``g_k``
+        itself (no denoiser call: ``None, None``)."""
         if t == t_k:
             with torch.enable_grad():
-                xr = x.detach().clone().requires_grad_(True)
+                xr = x.detach().requires_grad_(True)
                 val = self._obs.log_gaussian(xr, math.sqrt(float(self._abar[t_k])), self._obs.noise_var(self._sigma))
                 (g,) = torch.autograd.grad(val.sum(), xr)
-            return g, None
-        _, g, x0hat, _ = value_and_grad(self._calls, x, t, lambda xr, x0, eps: self.log_backward(xr, x0, eps, t, t_k))
-        return g, x0hat
+            return g, None, None
+        _, g, x0hat, epshat = value_and_grad(self._calls, x, t, lambda xr, x0, eps: self.log_backward(xr, x0, eps, t, t_k))
+        return g, x0hat, epshat
 
     # ----------------------------------------------------------------------------------------
     # The two moves
     # ----------------------------------------------------------------------------------------
 
     def langevin_step(self, x: torch.Tensor, t: int, t_k: int, noise: NoiseStream) -> torch.Tensor:
-        """One tamed-ULA step at time t on ``log beta_hat_{k|t} + log p_t`` (the score from x0hat)."""
+        """One tamed-ULA step at time t on ``log beta_hat_{k|t} + log p_t``; the score is
+        ``-(x - sqrt(abar_t) x0hat) / (1 - abar_t) = -epshat / sqrt(1 - abar_t)``."""
         abar_t = float(self._abar[t])
-        g, x0hat = self.grad_log_backward(x, t, t_k)
-        score = -(x - math.sqrt(abar_t) * x0hat) / (1.0 - abar_t)
-        return ops.tamed_langevin(x, g + score, self.gamma, seed=noise.key, offset=noise.next_offset(), flags=self._flags)
+        g, _, epshat = self.grad_log_backward(x, t, t_k)
+        drift = g.add_(epshat, alpha=-1.0 / math.sqrt(1.0 - abar_t))
+        return ops.tamed_langevin(x, drift, self.gamma, seed=noise.key, offset=noise.next_offset(), flags=self._flags)
 
     def variational_step(self, x: torch.Tensor, t: int, t_prev: int, t_k: int, noise: NoiseStream) -> torch.Tensor:
         """``x_{t_prev} ~ r``, the mean-field fit of ``beta_hat_{k|t_prev}(x') p(x' | x_t)``."""
@@ -218,10 +224,12 @@ class DCPS(Sampler):
         for _ in range(self.gradient_steps):
             xi = noise.normal()
             std = log_std.exp()
-            g, _ = self.grad_log_backward(mu + std * xi, t_prev, t_k)  # grad_x log beta_hat at the sample
-            # the loss -log beta_hat(mu + std xi) + KL(N(mu, std^2) || N(m, var)), by the chain rule
-            grad_mu = -g + (mu - m) / var
-            grad_l = -g * std * xi + (std * std / var - 1.0)
-            mu = mu - lr_mu * unit(grad_mu)
-            log_std = log_std - lr_l * unit(grad_l)
-        return mu + log_std.exp() * noise.normal()
+            g, _, _ = self.grad_log_backward(torch.addcmul(mu, std, xi), t_prev, t_k)  # grad_x log beta_hat at the sample
+            # the loss -log beta_hat(mu + std xi) + KL(N(mu, std^2) || N(m, var)), by the chain rule:
+            # grad_mu = (mu - m) / var - g, grad_l = std^2 / var - 1 - g std xi (in place, few temporaries)
+            grad_mu = torch.sub(mu, m).div_(var).sub_(g)
+            g_std_xi = g.mul_(std).mul_(xi)  # g is not needed after this
+            grad_l = std.mul_(std).div_(var).sub_(1.0).sub_(g_std_xi)
+            normalized_step_(mu, grad_mu, lr_mu)
+            normalized_step_(log_std, grad_l, lr_l)
+        return torch.addcmul(mu, log_std.exp_(), noise.normal())
