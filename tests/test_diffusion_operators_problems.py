@@ -88,6 +88,57 @@ def test_mixture_denoiser_against_autograd():
         assert torch.allclose(math.sqrt(ABAR[t]) * x0 + math.sqrt(1 - ABAR[t]) * eps, x.detach(), atol=1e-12)
 
 
+def test_mixture_vjp_and_ddim_mean_against_autograd():
+    """The closed forms the samplers use instead of tracing the mixture: ``predict_with_vjp``'s
+    J^T w (cotangent on the first m coordinates) and ``ddim_mean_into``, against autograd of
+    ``predict`` and the two-output DDIM mean."""
+    from fkdiff.diffusion import ddim_step
+
+    means = 4 * torch.randn(7, 5, generator=gen(0), dtype=torch.float64)
+    den = GaussianMixtureDenoiser(means, torch.rand(7, generator=gen(1), dtype=torch.float64), ABAR)
+    x = torch.randn(11, 5, generator=gen(2), dtype=torch.float64)
+    for t in (1, 10, 300, 1000):
+        for m in (0, 2, 5):
+            w = torch.randn(11, m, generator=gen(3 + m), dtype=torch.float64)
+            xr = x.clone().requires_grad_(True)
+            x0_ref, _ = den.predict(xr, t)
+            (ref,) = torch.autograd.grad(x0_ref[:, :m], xr, grad_outputs=w) if m else (torch.zeros_like(x),)
+            x0, eps, vjp = den.predict_with_vjp(x, t)
+            assert torch.allclose(x0, x0_ref.detach(), atol=1e-12)
+            assert torch.allclose(vjp(w), ref, atol=1e-10, rtol=1e-10)
+        step = ddim_step(float(ABAR[t]), float(ABAR[max(t - 37, 0)]), eta=0.7)
+        out = torch.empty_like(x)
+        den.ddim_mean_into(x, t, step, out)
+        assert torch.allclose(out, step.mean(*den.predict(x, t)), atol=1e-10, rtol=1e-10)
+
+
+def test_value_and_grad_closed_form_matches_autograd():
+    """Guidance gradients through the mixture: the closed-form VJP path against tracing the
+    denoiser (an objective on x, x0hat and epshat of the observed coordinates)."""
+    from fkdiff.samplers._guidance import value_and_grad
+    from fkdiff.samplers.base import DenoiserCalls
+
+    means = 4 * torch.randn(7, 6, generator=gen(0), dtype=torch.float64)
+    den = GaussianMixtureDenoiser(means, torch.rand(7, generator=gen(1), dtype=torch.float64), ABAR)
+
+    class Traced(GaussianMixtureDenoiser):  # the same mixture, without the closed form
+        has_vjp = False
+
+    traced = Traced(means, den.log_weights.exp(), ABAR)
+    x = torch.randn(9, 6, generator=gen(2), dtype=torch.float64)
+    target = torch.randn(3, generator=gen(3), dtype=torch.float64)
+
+    def objective(xo, x0o, epso):
+        return -((target - 0.3 * x0o - 0.2 * epso) ** 2).sum(-1) + (xo**3).sum(-1)
+
+    for t in (5, 400):
+        for max_batch in (None, 4):
+            got = value_and_grad(DenoiserCalls(den, max_batch, (6,)), x, t, objective, 3)
+            ref = value_and_grad(DenoiserCalls(traced, max_batch, (6,)), x, t, objective, 3)
+            for a, b in zip(got, ref):
+                assert torch.allclose(a, b, atol=1e-10, rtol=1e-10)
+
+
 @pytest.mark.parametrize("cls, to_net", [
     (EpsilonDenoiser, lambda x0, eps, a: eps),
     (X0Denoiser, lambda x0, eps, a: x0),

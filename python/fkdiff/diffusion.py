@@ -215,6 +215,16 @@ class Denoiser:
         """Whether :meth:`ddim_mean_into` is native (one pass, no intermediate outputs)."""
         return type(self).ddim_mean_into is not Denoiser.ddim_mean_into
 
+    #: whether :meth:`predict_with_vjp` exists (a closed-form vector–Jacobian product of x0hat;
+    #: samplers use autograd through :meth:`predict` otherwise)
+    has_vjp: bool = False
+
+    def predict_with_vjp(self, x: torch.Tensor, t: int):
+        """``(x0hat, epshat, vjp)`` where ``vjp(w (batch, m))`` is ``J^T [w, 0]``, the
+        vector–Jacobian product of ``x0hat`` at ``x`` with a cotangent on the first ``m``
+        coordinates (``(batch, D)``). Only denoisers with ``has_vjp`` implement it."""
+        raise NotImplementedError(f"{type(self).__name__} has no closed-form vector-Jacobian product")
+
     def x0(self, x: torch.Tensor, t: int) -> torch.Tensor:
         return self.denoise(x, t)[0]
 
@@ -334,6 +344,31 @@ class GaussianMixtureDenoiser(Denoiser):
         x0hat = torch.addmm(x, self.responsibilities(x, t), self.means.to(x.dtype), beta=math.sqrt(abar), alpha=1.0 - abar)
         epshat = torch.add(x, x0hat, alpha=-math.sqrt(abar)).div_(math.sqrt(1.0 - abar))
         return x0hat, epshat
+
+    has_vjp = True
+
+    def predict_with_vjp(self, x, t):
+        # x0hat = a x + (1 - abar) R mu with R = softmax(a x mu^T + bias), a = sqrt(abar), so
+        # J^T w = a w + (1 - abar) a sum_k R_k (u_k - <R, u>) mu_k with u_k = <w, mu_k>: two thin
+        # GEMMs, no autograd graph; a cotangent on m << D coordinates (the observed ones) makes
+        # the first GEMM (batch, m) x (m, K).
+        self._check_input(x)
+        abar = float(self.alphas_cumprod[t])
+        a = math.sqrt(abar)
+        resp = self.responsibilities(x, t)
+        mu = self.means.to(x.dtype)
+        x0hat = torch.addmm(x, resp, mu, beta=a, alpha=1.0 - abar)
+        epshat = torch.add(x, x0hat, alpha=-a).div_(math.sqrt(1.0 - abar))
+
+        def vjp(w: torch.Tensor) -> torch.Tensor:
+            m = w.shape[1]
+            u = w @ mu[:, :m].T  # (batch, K)
+            u.sub_((resp * u).sum(-1, keepdim=True)).mul_(resp)
+            out = torch.mm(u, mu).mul_((1.0 - abar) * a)
+            out[:, :m].add_(w, alpha=a)
+            return out
+
+        return x0hat, epshat, vjp
 
     def ddim_mean_into(self, x, t, step, out):
         # m = c0 x0hat + cx x with x0hat = sqrt(abar) x + (1 - abar) r @ mu (DDIMStep.c_x0_total,

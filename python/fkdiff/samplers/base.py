@@ -162,6 +162,15 @@ class DenoiserCalls:
         self._record(out)
         return out
 
+    def denoise_with_vjp(self, x: torch.Tensor, t: int):
+        """One chunk through :meth:`Denoiser.predict_with_vjp` (``has_vjp`` denoisers): counted
+        and checked like :meth:`denoise`, the VJP counted by the caller."""
+        self.rows += x.shape[0]
+        x0, eps, vjp = self.denoiser.predict_with_vjp(x, self.denoiser._check_time(t))
+        self._check_outputs(x, (x0, eps))
+        self._record(x0, eps)
+        return x0, eps, vjp
+
     def denoise(self, x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
         M = x.shape[0]
         self.rows += M
@@ -201,6 +210,15 @@ class RotatedDenoiser(Denoiser):
     @property
     def writes_in_place(self) -> bool:
         return self._direct is not None
+
+    @property
+    def has_vjp(self) -> bool:
+        return self._direct is not None
+
+    def predict_with_vjp(self, xbar, t):
+        if self._direct is None:
+            return super().predict_with_vjp(xbar, t)
+        return self._direct.predict_with_vjp(xbar, t)
 
     def ddim_mean_into(self, xbar, t, step, out):
         if self._direct is None:

@@ -196,7 +196,7 @@ class DCPS(Sampler):
                 val = self._obs.log_gaussian(xr, math.sqrt(float(self._abar[t_k])), self._obs.noise_var(self._sigma))
                 (g,) = torch.autograd.grad(val.sum(), xr)
             return g, None, None
-        _, g, x0hat, epshat = value_and_grad(self._calls, x, t, lambda xr, x0, eps: self.log_backward(xr, x0, eps, t, t_k))
+        _, g, x0hat, epshat = value_and_grad(self._calls, x, t, lambda xr, x0, eps: self.log_backward(xr, x0, eps, t, t_k), self._obs.r)
         return g, x0hat, epshat
 
     # ----------------------------------------------------------------------------------------

@@ -68,7 +68,7 @@ class DPS(Sampler):
         x = noise.normal()  # x_n ~ N(0, I)
         for i in range(self.num_steps, 0, -1):
             t, t_prev = grid[i], grid[i - 1]
-            _, grad, x0hat, epshat = value_and_grad(calls, x, t, residual_norm)
+            _, grad, x0hat, epshat = value_and_grad(calls, x, t, residual_norm, obs.r)
             step = ddim_step(float(abar[t]), float(abar[t_prev]), self.eta)
             std = math.sqrt(kernel_var(step, self.kernel, self.data_variance))
             z = noise.normal()

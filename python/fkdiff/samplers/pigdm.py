@@ -60,7 +60,7 @@ class PiGDM(Sampler):
             t, t_prev = grid[i], grid[i - 1]
             a_t, a_prev = float(abar[t]), float(abar[t_prev])
             r2 = 1.0 - a_t
-            _, g, x0hat, epshat = value_and_grad(calls, x, t, lambda xr, x0, eps: obs.log_gaussian(x0, 1.0, r2 + noise_var))
+            _, g, x0hat, epshat = value_and_grad(calls, x, t, lambda xr, x0, eps: obs.log_gaussian(x0, 1.0, r2 + noise_var), obs.r)
             step = ddim_step(a_t, a_prev, self.eta)
             std = math.sqrt(kernel_var(step, self.kernel, self.data_variance))
             z = noise.normal()
