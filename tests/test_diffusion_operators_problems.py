@@ -106,6 +106,11 @@ def test_mixture_vjp_and_ddim_mean_against_autograd():
             x0, eps, vjp = den.predict_with_vjp(x, t)
             assert torch.allclose(x0, x0_ref.detach(), atol=1e-12)
             assert torch.allclose(vjp(w), ref, atol=1e-10, rtol=1e-10)
+            # plus a linear combination of x0hat and x, and outputs on the first m columns only
+            assert torch.allclose(vjp(w, 0.7, -1.3), ref + 0.7 * x0 - 1.3 * x, atol=1e-10, rtol=1e-10)
+            x0m, epsm, vjpm = den.predict_with_vjp(x, t, cols=m)
+            assert torch.allclose(x0m, x0[:, :m], atol=1e-12) and torch.allclose(epsm, eps[:, :m], atol=1e-12)
+            assert torch.allclose(vjpm(w, 0.7, -1.3), ref + 0.7 * x0 - 1.3 * x, atol=1e-10, rtol=1e-10)
         step = ddim_step(float(ABAR[t]), float(ABAR[max(t - 37, 0)]), eta=0.7)
         out = torch.empty_like(x)
         den.ddim_mean_into(x, t, step, out)
@@ -137,6 +142,13 @@ def test_value_and_grad_closed_form_matches_autograd():
             ref = value_and_grad(DenoiserCalls(traced, max_batch, (6,)), x, t, objective, 3)
             for a, b in zip(got, ref):
                 assert torch.allclose(a, b, atol=1e-10, rtol=1e-10)
+            # a score folded in, the full outputs not formed
+            plus = (0.4, -2.0)
+            val, g, x0, eps = value_and_grad(DenoiserCalls(den, max_batch, (6,)), x, t, objective, 3, outputs=False, plus=plus)
+            assert x0 is None and eps is None
+            assert torch.allclose(g, ref[1] + 0.4 * ref[2] - 2.0 * x, atol=1e-10, rtol=1e-10)
+            traced_plus = value_and_grad(DenoiserCalls(traced, max_batch, (6,)), x, t, objective, 3, plus=plus)[1]
+            assert torch.allclose(g, traced_plus, atol=1e-10, rtol=1e-10)
 
 
 @pytest.mark.parametrize("cls, to_net", [

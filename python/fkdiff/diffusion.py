@@ -219,10 +219,13 @@ class Denoiser:
     #: samplers use autograd through :meth:`predict` otherwise)
     has_vjp: bool = False
 
-    def predict_with_vjp(self, x: torch.Tensor, t: int):
-        """``(x0hat, epshat, vjp)`` where ``vjp(w (batch, m))`` is ``J^T [w, 0]``, the
-        vector–Jacobian product of ``x0hat`` at ``x`` with a cotangent on the first ``m``
-        coordinates (``(batch, D)``). Only denoisers with ``has_vjp`` implement it."""
+    def predict_with_vjp(self, x: torch.Tensor, t: int, cols: int | None = None):
+        """``(x0hat, epshat, vjp)``: the outputs (their first ``cols`` coordinates only, when
+        given) and ``vjp(w (batch, m), x0_weight=0, x_weight=0)`` = ``J^T [w, 0] + x0_weight
+        x0hat + x_weight x``, the vector–Jacobian product of ``x0hat`` at ``x`` for a cotangent
+        on the first ``m`` coordinates, plus a linear combination of the full outputs (a score
+        ``-(x - sqrt(abar) x0hat) / (1 - abar)`` is one) at no extra pass. Only denoisers with
+        ``has_vjp`` implement it."""
         raise NotImplementedError(f"{type(self).__name__} has no closed-form vector-Jacobian product")
 
     def x0(self, x: torch.Tensor, t: int) -> torch.Tensor:
@@ -347,24 +350,27 @@ class GaussianMixtureDenoiser(Denoiser):
 
     has_vjp = True
 
-    def predict_with_vjp(self, x, t):
+    def predict_with_vjp(self, x, t, cols=None):
         # x0hat = a x + (1 - abar) R mu with R = softmax(a x mu^T + bias), a = sqrt(abar), so
-        # J^T w = a w + (1 - abar) a sum_k R_k (u_k - <R, u>) mu_k with u_k = <w, mu_k>: two thin
-        # GEMMs, no autograd graph; a cotangent on m << D coordinates (the observed ones) makes
-        # the first GEMM (batch, m) x (m, K).
+        # J^T w = a w + (1 - abar) a sum_k R_k (u_k - <R, u>) mu_k with u_k = <w, mu_k>: thin GEMMs,
+        # no autograd graph. A cotangent on m << D coordinates (the observed ones) makes the first
+        # GEMM (batch, m) x (m, K); the outputs on ``cols`` coordinates cost (batch, K) x (K, cols).
         self._check_input(x)
         abar = float(self.alphas_cumprod[t])
-        a = math.sqrt(abar)
+        a, b = math.sqrt(abar), math.sqrt(1.0 - abar)
         resp = self.responsibilities(x, t)
         mu = self.means.to(x.dtype)
-        x0hat = torch.addmm(x, resp, mu, beta=a, alpha=1.0 - abar)
-        epshat = torch.add(x, x0hat, alpha=-a).div_(math.sqrt(1.0 - abar))
+        c = self.dim if cols is None else cols
+        x0hat = torch.addmm(x[:, :c], resp, mu[:, :c], beta=a, alpha=1.0 - abar)
+        epshat = torch.add(x[:, :c], x0hat, alpha=-a).div_(b)
 
-        def vjp(w: torch.Tensor) -> torch.Tensor:
+        def vjp(w: torch.Tensor, x0_weight: float = 0.0, x_weight: float = 0.0) -> torch.Tensor:
             m = w.shape[1]
             u = w @ mu[:, :m].T  # (batch, K)
-            u.sub_((resp * u).sum(-1, keepdim=True)).mul_(resp)
-            out = torch.mm(u, mu).mul_((1.0 - abar) * a)
+            u.sub_((resp * u).sum(-1, keepdim=True)).mul_(resp).mul_((1.0 - abar) * a)
+            if x0_weight:
+                u.add_(resp, alpha=x0_weight * (1.0 - abar))  # the (1 - abar) R mu part of x0hat
+            out = torch.addmm(x, u, mu, beta=x0_weight * a + x_weight)  # beta = 0: x is ignored
             out[:, :m].add_(w, alpha=a)
             return out
 

@@ -8,8 +8,10 @@ closed-form denoiser on ``linear_schedule(1000)``, float32, CPU.
   over the whole call (initial draw + S steps + output), reported as particle-steps per second
   ``N S / seconds``; the baseline (``bench/baseline_mcgdiff.py``, a plain PyTorch MCGdiff with the
   released code's step structure) the same way, interleaved with ours in the same process.
-  ``fkdiff.DCPS(num_steps=S)`` with ``num_samples=N``: sample-steps per second (DCPS has no
-  baseline yet). Median of ``--repeats`` after one warm-up call per configuration.
+  ``fkdiff.DCPS(num_steps=S)`` with ``num_samples=N``: sample-steps per second, against
+  ``bench/baseline_dcps.py`` (plain PyTorch DCPS with the released code's step structure:
+  original basis, autograd through the denoiser and through the variational parameters,
+  unfused chains). Median of ``--repeats`` after one warm-up call per configuration.
 * **Peak memory.** Each configuration runs once more in a fresh ``python -c`` child: the child
   builds the problem, records its current RSS, resets the peak (``/proc/self/clear_refs`` "5";
   ``ru_maxrss`` where that is not possible), runs one call and reports ``peak RSS - RSS before``.
@@ -19,8 +21,9 @@ closed-form denoiser on ``linear_schedule(1000)``, float32, CPU.
   outputs) is subtracted: ``beyond = sampler growth - denoiser growth``, reported in units of the
   population ``N d 4`` bytes (target <= 4).
 
-The baseline is found as ``bench/baseline_mcgdiff.py`` next to the package's source tree (or with
-``--baseline PATH``); from an installed wheel without it, the baseline columns are empty.
+The baselines are found as ``bench/baseline_mcgdiff.py`` and ``bench/baseline_dcps.py`` next to the
+package's source tree (or in ``--baseline-dir``); from an installed wheel without them, the
+baseline columns are empty.
 """
 
 from __future__ import annotations
@@ -58,32 +61,40 @@ def make_problem(dim: int, seed: int = 0):
     return prob, prior.denoiser(linear_schedule(1000))
 
 
-def default_baseline_path() -> Path:
-    return Path(__file__).resolve().parents[3] / "bench" / "baseline_mcgdiff.py"
+BASELINES = {"mcgdiff": ("baseline_mcgdiff.py", "BaselineMCGDiff"), "dcps": ("baseline_dcps.py", "BaselineDCPS")}
 
 
-def load_baseline(path):
-    path = Path(path) if path else default_baseline_path()
+def default_baseline_dir() -> Path:
+    return Path(__file__).resolve().parents[3] / "bench"
+
+
+def load_baseline(sampler: str, directory=None):
+    """The baseline class of ``sampler`` ("mcgdiff" or "dcps"), or None when its file is absent."""
+    filename, cls = BASELINES[sampler]
+    path = Path(directory or default_baseline_dir()) / filename
     if not path.is_file():
         return None
-    spec = importlib.util.spec_from_file_location("fkdiff_bench_baseline_mcgdiff", path)
+    spec = importlib.util.spec_from_file_location(f"fkdiff_bench_{path.stem}", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    return mod.BaselineMCGDiff
+    return getattr(mod, cls)
 
 
 def run_once(kind: str, N: int, steps: int, prob, den, baseline_cls=None, seed: int = 1) -> float:
-    """One call; returns seconds."""
+    """One call of ``kind`` ("mcgdiff", "dcps", "mcgdiff_baseline", "dcps_baseline" or
+    "denoiser"); returns seconds."""
     import fkdiff
 
     g = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
     if kind == "mcgdiff":
         fkdiff.MCGDiff(num_particles=N, num_steps=steps)(den, prob.operator, prob.y, prob.sigma_y, progress=False, generator=g)
-    elif kind == "baseline":
+    elif kind == "mcgdiff_baseline":
         baseline_cls(N, steps)(den, prob.operator, prob.y, prob.sigma_y, generator=g)
     elif kind == "dcps":
         fkdiff.DCPS(num_steps=steps)(den, prob.operator, prob.y, prob.sigma_y, num_samples=N, progress=False, generator=g)
+    elif kind == "dcps_baseline":
+        baseline_cls(num_steps=steps)(den, prob.operator, prob.y, prob.sigma_y, N, generator=g)
     elif kind == "denoiser":  # the rotated mixture denoiser MCGdiff calls, one call on (N, d)
         from fkdiff.samplers.base import RotatedDenoiser
 
@@ -114,13 +125,13 @@ def _hwm() -> int:
     raise RuntimeError("no VmHWM")
 
 
-def _child(kind: str, N: int, steps: int, dim: int, baseline_path: str | None) -> None:
+def _child(kind: str, N: int, steps: int, dim: int, baseline_dir: str | None) -> None:
     """Runs in a fresh interpreter: prints ``{"growth": bytes, "method": ...}``."""
     import resource
 
-    torch.set_grad_enabled(kind == "dcps")  # DCPS manages its own autograd
+    torch.set_grad_enabled(kind.startswith("dcps"))  # DCPS manages its own autograd
     prob, den = make_problem(dim)
-    baseline_cls = load_baseline(baseline_path) if kind == "baseline" else None
+    baseline_cls = load_baseline(kind.split("_")[0], baseline_dir) if kind.endswith("_baseline") else None
     keep = []
     if kind == "denoiser":
         from fkdiff.samplers.base import RotatedDenoiser
@@ -150,9 +161,9 @@ def _child(kind: str, N: int, steps: int, dim: int, baseline_path: str | None) -
     print(json.dumps(out))
 
 
-def measure_memory(kind: str, N: int, steps: int, dim: int, baseline_path, timeout: float = 600) -> dict:
+def measure_memory(kind: str, N: int, steps: int, dim: int, baseline_dir, timeout: float = 600) -> dict:
     code = ("import sys; from fkdiff.bench.samplers import _child; "
-            f"_child({kind!r}, {N}, {steps}, {dim}, {str(baseline_path) if baseline_path else None!r})")
+            f"_child({kind!r}, {N}, {steps}, {dim}, {str(baseline_dir) if baseline_dir else None!r})")
     env = dict(os.environ)
     try:
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=env)
@@ -199,14 +210,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m fkdiff.bench.samplers", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dim", type=int, default=100, help="d_x (default 100)")
-    p.add_argument("--particles", type=float, nargs="+", default=list(DEFAULT_N), help="MCGdiff N values")
-    p.add_argument("--dcps-samples", type=float, nargs="+", default=list(DEFAULT_DCPS_N), help="DCPS num_samples values")
+    p.add_argument("--particles", type=float, nargs="*", default=list(DEFAULT_N), help="MCGdiff N values")
+    p.add_argument("--dcps-samples", type=float, nargs="*", default=list(DEFAULT_DCPS_N), help="DCPS num_samples values")
     p.add_argument("--steps", type=int, default=5, help="S, steps per timed call (default 5)")
     p.add_argument("--large-n", type=float, default=1e6, help="from this N on: S = --large-steps, one repeat (default 1e6)")
     p.add_argument("--large-steps", type=int, default=2)
     p.add_argument("--dcps-steps", type=int, default=6, help="DCPS num_steps (default 6; num_blocks=3)")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--baseline", default=None, help="path of baseline_mcgdiff.py (default: bench/ of the source tree)")
+    p.add_argument("--baseline-dir", default=None, help="where baseline_mcgdiff.py and baseline_dcps.py are (default: bench/ of the source tree)")
     p.add_argument("--baseline-max-n", type=float, default=1e5,
                    help="skip the baseline above this N (default 1e5: at 1e6 it takes ~10 s a step here)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-RSS children")
@@ -221,61 +232,58 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     dim = args.dim
-    baseline_path = Path(args.baseline) if args.baseline else default_baseline_path()
-    baseline_cls = load_baseline(baseline_path)
-    if baseline_cls is None:
-        print(f"note: no baseline at {baseline_path}; baseline columns empty", file=sys.stderr)
+    baseline_dir = Path(args.baseline_dir) if args.baseline_dir else default_baseline_dir()
+    baselines = {name: load_baseline(name, baseline_dir) for name in BASELINES}
+    for name, cls in baselines.items():
+        if cls is None:
+            print(f"note: no {BASELINES[name][0]} in {baseline_dir}; {name} baseline columns empty", file=sys.stderr)
     prob, den = make_problem(dim)
     load0 = os.getloadavg()
     started = time.perf_counter()
     rows = []
 
-    def timed(kind, N, S, reps):
-        run_once(kind, min(N, 1000), S, prob, den, baseline_cls)  # warm
-        return [run_once(kind, N, S, prob, den, baseline_cls) for _ in range(reps)]
-
-    for Nf in args.particles:
-        N = int(Nf)
-        large = N >= args.large_n
-        S, reps = (args.large_steps, 1) if large else (args.steps, args.repeats)
-        row = {"sampler": "mcgdiff", "N": N, "steps": S, "repeats": reps, "population_bytes": N * dim * 4}
+    def measure(sampler, N, S, reps, unit):
+        """Ours and the baseline interleaved (after one small warm-up call each), then peak
+        memory; one row."""
+        row = {"sampler": sampler, "N": N, "steps": S, "repeats": reps, "population_bytes": N * dim * 4}
+        cls = baselines[sampler]
+        run_base = cls is not None and N <= args.baseline_max_n
+        run_once(sampler, min(N, 1000), S, prob, den)
+        if run_base:
+            run_once(f"{sampler}_baseline", min(N, 1000), S, prob, den, cls)
         ours, base = [], []
-        run_base = baseline_cls is not None and N <= args.baseline_max_n
-        for _ in range(reps):  # interleaved ours / baseline
-            ours += timed("mcgdiff", N, S, 1) if not ours else [run_once("mcgdiff", N, S, prob, den)]
+        for _ in range(reps):
+            ours.append(run_once(sampler, N, S, prob, den))
             if run_base:
-                base += timed("baseline", N, S, 1) if not base else [run_once("baseline", N, S, prob, den, baseline_cls)]
+                base.append(run_once(f"{sampler}_baseline", N, S, prob, den, cls))
         row["seconds"] = ours
         row["throughput"] = N * S / statistics.median(ours)
         row["baseline_seconds"] = base or None
         row["baseline_throughput"] = N * S / statistics.median(base) if base else None
         row["speedup"] = row["throughput"] / row["baseline_throughput"] if base else None
         if not run_base:
-            row["baseline_note"] = "skipped (N > --baseline-max-n)" if baseline_cls is not None else "no baseline file"
+            row["baseline_note"] = "skipped (N > --baseline-max-n)" if baselines[sampler] is not None else "no baseline file"
         if not args.no_memory:
-            row["mem_growth"] = measure_memory("mcgdiff", N, S, dim, baseline_path).get("growth")
-            row["mem_denoiser"] = measure_memory("denoiser", N, S, dim, baseline_path).get("growth")
+            row["mem_growth"] = measure_memory(sampler, N, S, dim, baseline_dir).get("growth")
+            if sampler == "mcgdiff":
+                row["mem_denoiser"] = measure_memory("denoiser", N, S, dim, baseline_dir).get("growth")
             if run_base:
-                row["mem_baseline"] = measure_memory("baseline", N, S, dim, baseline_path).get("growth")
-            if row["mem_growth"] is not None and row["mem_denoiser"] is not None:
+                row["mem_baseline"] = measure_memory(f"{sampler}_baseline", N, S, dim, baseline_dir).get("growth")
+            if row["mem_growth"] is not None and row.get("mem_denoiser") is not None:
                 row["mem_beyond_denoiser"] = row["mem_growth"] - row["mem_denoiser"]
                 row["beyond_over_population"] = row["mem_beyond_denoiser"] / row["population_bytes"]
         rows.append(row)
-        print(f"  mcgdiff N={N}: {row['throughput']:.3g} particle-steps/s "
-              f"(baseline {_fmt(row['baseline_throughput'])})", file=sys.stderr, flush=True)
+        print(f"  {sampler} N={N}: {row['throughput']:.3g} {unit}/s (baseline {_fmt(row['baseline_throughput'])})",
+              file=sys.stderr, flush=True)
 
+    for Nf in args.particles:
+        N = int(Nf)
+        large = N >= args.large_n
+        S, reps = (args.large_steps, 1) if large else (args.steps, args.repeats)
+        measure("mcgdiff", N, S, reps, "particle-steps")
     torch.set_grad_enabled(True)
     for Nf in args.dcps_samples:
-        N = int(Nf)
-        S = args.dcps_steps
-        secs = timed("dcps", N, S, args.repeats)
-        row = {"sampler": "dcps", "N": N, "steps": S, "repeats": args.repeats, "population_bytes": N * dim * 4,
-               "seconds": secs, "throughput": N * S / statistics.median(secs), "baseline_throughput": None,
-               "speedup": None, "baseline_note": "no DCPS baseline yet"}
-        if not args.no_memory:
-            row["mem_growth"] = measure_memory("dcps", N, S, dim, baseline_path).get("growth")
-        rows.append(row)
-        print(f"  dcps N={N}: {row['throughput']:.3g} sample-steps/s", file=sys.stderr, flush=True)
+        measure("dcps", int(Nf), args.dcps_steps, args.repeats, "sample-steps")
 
     prof = profile_step(int(args.profile), dim) if args.profile else None
     load1 = os.getloadavg()
@@ -292,7 +300,7 @@ def main(argv=None) -> int:
         print(f"{r['sampler']:8} {r['N']:>8} {r['steps']:>2} {_fmt(r['throughput']):>9} {_fmt(r['baseline_throughput']):>9} "
               f"{_fmt(r['speedup'], '.2f'):>7} {r['population_bytes'] / MB:>7.0f} {mb('mem_growth'):>8} "
               f"{mb('mem_denoiser'):>7} {_fmt(r.get('beyond_over_population'), '.2f'):>10} {mb('mem_baseline'):>8}")
-    print("throughput: mcgdiff particle-steps/s (num_samples=1), dcps sample-steps/s (DCPS: no baseline yet); "
+    print("throughput: mcgdiff particle-steps/s (num_samples=1), dcps sample-steps/s; "
           "peak+ = peak RSS growth of one call in a fresh process; den = the denoiser's own (one call on (N, d), "
           "outputs kept); beyond/pop = (peak+ - den) / (N d 4 B), target <= 4")
     if prof:

@@ -143,56 +143,65 @@ def kernel_var(step: DDIMStep, kernel: str, data_variance: float = 1.0) -> float
 # --------------------------------------------------------------------------------------------
 
 
-def value_and_grad(calls: DenoiserCalls, x: torch.Tensor, t: int, objective, cols: int):
+def value_and_grad(calls: DenoiserCalls, x: torch.Tensor, t: int, objective, cols: int, *,
+                   outputs: bool = True, plus: tuple[float, float] = (0.0, 0.0)):
     """``objective(x, x0hat, epshat) -> (B,)`` and its gradient in ``x`` through the denoiser.
 
     The objective sees the first ``cols`` coordinates of ``x``, ``x0hat`` and ``epshat`` only
     (the observed ones in the SVD basis: every guidance term depends on nothing else). Runs
     forward and backward in chunks of at most ``calls.max_batch`` rows (the objective is a sum
     over rows, so the gradient does not depend on the chunking), counts one VJP per row, and
-    returns ``(value, grad, x0hat, epshat)``, all detached, the latter three ``(B, D)``.
+    returns ``(value, grad + plus[0] x0hat + plus[1] x, x0hat, epshat)``, all detached, the
+    latter three ``(B, D)`` (``x0hat, epshat`` are None with ``outputs=False``). ``plus``
+    folds in, e.g., the score ``-(x - sqrt(abar) x0hat) / (1 - abar)``.
 
     A denoiser with a closed-form VJP (``has_vjp``, e.g. the Gaussian mixture) is not traced:
-    autograd runs on the objective alone and the cotangent goes through ``predict_with_vjp``,
-    using ``epshat = (x - sqrt(abar) x0hat) / sqrt(1 - abar)``."""
+    autograd runs on the objective alone, the cotangent goes through ``predict_with_vjp``
+    (``epshat = (x - sqrt(abar) x0hat) / sqrt(1 - abar)``), and with ``outputs=False`` only the
+    observed coordinates of x0hat and epshat are formed."""
     size = calls.chunk_rows(x.shape[0])
     closed = bool(getattr(calls.denoiser, "has_vjp", False))
     abar = float(calls.denoiser.alphas_cumprod[t])
     a, b = math.sqrt(abar), math.sqrt(1.0 - abar)
+    x0_weight, x_weight = plus
     values, grads, x0s, epss = [], [], [], []
     for chunk in torch.split(x.detach(), size):
         if closed:
-            x0, eps, vjp = calls.denoise_with_vjp(chunk, t)
+            x0, eps, vjp = calls.denoise_with_vjp(chunk, t, None if outputs else cols)
             leaves = [v[:, :cols].detach().requires_grad_(True) for v in (chunk, x0, eps)]
             with torch.enable_grad():
                 val = objective(*leaves)
-            if cols == 0 or not val.requires_grad:
-                g = torch.zeros_like(chunk)
-            else:
+            gx = g0 = ge = None
+            if cols > 0 and val.requires_grad:
                 gx, g0, ge = torch.autograd.grad(val.sum(), leaves, allow_unused=True)
-                w = torch.zeros_like(leaves[1]) if g0 is None else g0
-                if ge is not None:
-                    w = w.add(ge, alpha=-a / b)  # through x0hat inside epshat
-                g = vjp(w)
-                if gx is not None:
-                    g[:, :cols] += gx
-                if ge is not None:
-                    g[:, :cols].add_(ge, alpha=1.0 / b)  # epshat's own x
+            w = torch.zeros_like(leaves[1]) if g0 is None else g0
+            if ge is not None:
+                w = w.add(ge, alpha=-a / b)  # through x0hat inside epshat
+            g = vjp(w, x0_weight, x_weight)
+            if gx is not None:
+                g[:, :cols] += gx
+            if ge is not None:
+                g[:, :cols].add_(ge, alpha=1.0 / b)  # epshat's own x
+            calls._record(g)
         else:
             xc = chunk.detach().requires_grad_(True)  # a leaf sharing the caller's memory (autograd only reads it)
             with torch.enable_grad():
                 x0, eps = calls.denoise(xc, t)
                 val = objective(xc[:, :cols], x0[:, :cols], eps[:, :cols])
                 g = torch.autograd.grad(val.sum(), xc)[0] if val.requires_grad else torch.zeros_like(xc)
+            if x0_weight:
+                g.add_(x0.detach(), alpha=x0_weight)
+            if x_weight:
+                g.add_(chunk, alpha=x_weight)
         calls.vjp_rows += chunk.shape[0]
         values.append(val.detach())
         grads.append(g)
-        x0s.append(x0.detach())
-        epss.append(eps.detach())
+        x0s.append(x0.detach() if outputs else None)
+        epss.append(eps.detach() if outputs else None)
     if len(values) == 1:  # torch.cat of one tensor would still copy it
         return values[0], grads[0], x0s[0], epss[0]
     cat = torch.cat
-    return cat(values), cat(grads), cat(x0s), cat(epss)
+    return cat(values), cat(grads), (cat(x0s) if outputs else None), (cat(epss) if outputs else None)
 
 
 def unit(g: torch.Tensor) -> torch.Tensor:

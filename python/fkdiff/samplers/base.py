@@ -125,17 +125,17 @@ class DenoiserCalls:
             bad = ~(torch.isfinite(lo) & torch.isfinite(hi))
             self._bad = bad if self._bad is None else (self._bad | bad)
 
-    def _check_outputs(self, x: torch.Tensor, out) -> tuple[torch.Tensor, torch.Tensor]:
+    def _check_outputs(self, shape: tuple[int, ...], out) -> tuple[torch.Tensor, torch.Tensor]:
         if not (isinstance(out, tuple) and len(out) == 2):
             raise TypeError("denoiser: denoise(x, t) must return (x0hat, epshat)")
         for name, value in zip(("x0hat", "epshat"), out):
-            if not isinstance(value, torch.Tensor) or value.shape != x.shape:
+            if not isinstance(value, torch.Tensor) or tuple(value.shape) != tuple(shape):
                 got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-                raise ValueError(f"denoiser: {name} has shape {got}, expected {tuple(x.shape)}")
+                raise ValueError(f"denoiser: {name} has shape {got}, expected {tuple(shape)}")
         return out
 
     def _call(self, x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._check_outputs(x, self.denoiser.denoise(x, t))
+        return self._check_outputs(x.shape, self.denoiser.denoise(x, t))
 
     def _mean_into(self, x: torch.Tensor, t: int, step, out: torch.Tensor) -> None:
         if self.denoiser.writes_in_place:
@@ -162,12 +162,13 @@ class DenoiserCalls:
         self._record(out)
         return out
 
-    def denoise_with_vjp(self, x: torch.Tensor, t: int):
+    def denoise_with_vjp(self, x: torch.Tensor, t: int, cols: int | None = None):
         """One chunk through :meth:`Denoiser.predict_with_vjp` (``has_vjp`` denoisers): counted
-        and checked like :meth:`denoise`, the VJP counted by the caller."""
+        like :meth:`denoise`; the caller counts the VJP and records its result (which sees every
+        coordinate, when the outputs are only the first ``cols``)."""
         self.rows += x.shape[0]
-        x0, eps, vjp = self.denoiser.predict_with_vjp(x, self.denoiser._check_time(t))
-        self._check_outputs(x, (x0, eps))
+        x0, eps, vjp = self.denoiser.predict_with_vjp(x, self.denoiser._check_time(t), cols)
+        self._check_outputs(x.shape if cols is None else (x.shape[0], cols), (x0, eps))
         self._record(x0, eps)
         return x0, eps, vjp
 
@@ -215,10 +216,10 @@ class RotatedDenoiser(Denoiser):
     def has_vjp(self) -> bool:
         return self._direct is not None
 
-    def predict_with_vjp(self, xbar, t):
+    def predict_with_vjp(self, xbar, t, cols=None):
         if self._direct is None:
-            return super().predict_with_vjp(xbar, t)
-        return self._direct.predict_with_vjp(xbar, t)
+            return super().predict_with_vjp(xbar, t, cols)
+        return self._direct.predict_with_vjp(xbar, t, cols)
 
     def ddim_mean_into(self, xbar, t, step, out):
         if self._direct is None:

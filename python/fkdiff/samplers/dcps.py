@@ -187,35 +187,37 @@ class DCPS(Sampler):
         var = {"plugin": 0.0, "dps": bridge.sigma**2, "pigdm": bridge.sigma**2 + bridge.c_x0_total**2 * (1.0 - abar_t)}[self.potential]
         return self._obs.log_gaussian(mu, math.sqrt(abar_k), var + self._obs.noise_var(self._sigma))
 
-    def grad_log_backward(self, x: torch.Tensor, t: int, t_k: int):
-        """``(grad_x log beta_hat(x), x0hat(x), epshat(x))``; at ``t = t_k`` beta_hat is ``g_k``
-        itself (no denoiser call: ``None, None``)."""
+    def grad_log_backward(self, x: torch.Tensor, t: int, t_k: int, score: bool = False) -> torch.Tensor:
+        """``grad_x log beta_hat(x)`` (plus the score ``-(x - sqrt(abar_t) x0hat) / (1 - abar_t)``
+        with ``score=True``); at ``t = t_k`` beta_hat is ``g_k`` itself (no denoiser call)."""
         if t == t_k:
+            if score:  # pragma: no cover - Langevin runs at a block's top time, never at t_k
+                raise ValueError("DCPS: no score at the block's target time")
             with torch.enable_grad():
                 xr = x.detach().requires_grad_(True)
                 val = self._obs.log_gaussian(xr, math.sqrt(float(self._abar[t_k])), self._obs.noise_var(self._sigma))
                 (g,) = torch.autograd.grad(val.sum(), xr)
-            return g, None, None
-        _, g, x0hat, epshat = value_and_grad(self._calls, x, t, lambda xr, x0, eps: self.log_backward(xr, x0, eps, t, t_k), self._obs.r)
-        return g, x0hat, epshat
+            return g
+        abar_t = float(self._abar[t])
+        plus = (math.sqrt(abar_t) / (1.0 - abar_t), -1.0 / (1.0 - abar_t)) if score else (0.0, 0.0)
+        _, g, _, _ = value_and_grad(self._calls, x, t, lambda xr, x0, eps: self.log_backward(xr, x0, eps, t, t_k),
+                                    self._obs.r, outputs=False, plus=plus)
+        return g
 
     # ----------------------------------------------------------------------------------------
     # The two moves
     # ----------------------------------------------------------------------------------------
 
     def langevin_step(self, x: torch.Tensor, t: int, t_k: int, noise: NoiseStream) -> torch.Tensor:
-        """One tamed-ULA step at time t on ``log beta_hat_{k|t} + log p_t``; the score is
-        ``-(x - sqrt(abar_t) x0hat) / (1 - abar_t) = -epshat / sqrt(1 - abar_t)``."""
-        abar_t = float(self._abar[t])
-        g, _, epshat = self.grad_log_backward(x, t, t_k)
-        drift = g.add_(epshat, alpha=-1.0 / math.sqrt(1.0 - abar_t))
+        """One tamed-ULA step at time t on ``log beta_hat_{k|t} + log p_t`` (the score from x0hat)."""
+        drift = self.grad_log_backward(x, t, t_k, score=True)
         return ops.tamed_langevin(x, drift, self.gamma, seed=noise.key, offset=noise.next_offset(), flags=self._flags)
 
     def variational_step(self, x: torch.Tensor, t: int, t_prev: int, t_k: int, noise: NoiseStream) -> torch.Tensor:
         """``x_{t_prev} ~ r``, the mean-field fit of ``beta_hat_{k|t_prev}(x') p(x' | x_t)``."""
-        x0hat, epshat = self._calls.denoise(x, t)
         step = ddim_step(float(self._abar[t]), float(self._abar[t_prev]), eta=1.0)
-        m, var = step.mean(x0hat, epshat), kernel_var(step, self.kernel, self.data_variance)
+        m = self._calls.ddim_mean(x, t, step, out=torch.empty_like(x))  # one GEMM for the mixture
+        var = kernel_var(step, self.kernel, self.data_variance)
         if var <= 0.0:  # a deterministic kernel (into t = 0): the family degenerates to its mean
             return m
         D = x.shape[1]
@@ -224,7 +226,7 @@ class DCPS(Sampler):
         for _ in range(self.gradient_steps):
             xi = noise.normal()
             std = log_std.exp()
-            g, _, _ = self.grad_log_backward(torch.addcmul(mu, std, xi), t_prev, t_k)  # grad_x log beta_hat at the sample
+            g = self.grad_log_backward(torch.addcmul(mu, std, xi), t_prev, t_k)  # grad_x log beta_hat at the sample
             # the loss -log beta_hat(mu + std xi) + KL(N(mu, std^2) || N(m, var)), by the chain rule:
             # grad_mu = (mu - m) / var - g, grad_l = std^2 / var - 1 - g std xi (in place, few temporaries)
             grad_mu = torch.sub(mu, m).div_(var).sub_(g)
