@@ -113,9 +113,34 @@ class NoiseStream:
         self.event += 1
         return offset
 
-    def normal(self) -> torch.Tensor:
-        z = ops.normal(self.B * self.D, seed=self.key, offset=self.next_offset(), dtype=self.dtype, device=self.device)
+    def normal(self, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The next ``(B, D)`` draw (into ``out``, a contiguous ``(B, D)`` buffer, when given)."""
+        flat = None if out is None else out.view(-1)
+        z = ops.normal(self.B * self.D, seed=self.key, offset=self.next_offset(), dtype=self.dtype, device=self.device, out=flat)
         return z.view(self.B, self.D)
+
+
+class Workspace:
+    """Named ``(B, D)`` buffers reused across the steps of one sampler call.
+
+    Every fresh array of a few MB costs its page faults on a CPU (measured: an elementwise op
+    into a new (1e4, 100) array took 3.5 ms, into an existing one 0.3 ms); the samplers write
+    their per-step temporaries here instead. ``state(x)`` gives the buffer of a ping-pong pair
+    that does not hold ``x``, for the next state."""
+
+    def __init__(self, like: torch.Tensor):
+        self.like = like
+        self.buffers: dict[str, torch.Tensor] = {}
+
+    def __call__(self, name: str) -> torch.Tensor:
+        buf = self.buffers.get(name)
+        if buf is None:
+            buf = self.buffers[name] = torch.empty_like(self.like)
+        return buf
+
+    def state(self, x: torch.Tensor) -> torch.Tensor:
+        a = self("state_a")
+        return self("state_b") if a.data_ptr() == x.data_ptr() else a
 
 
 # --------------------------------------------------------------------------------------------

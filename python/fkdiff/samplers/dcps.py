@@ -41,6 +41,7 @@ from ..diffusion import ddim_step, time_grid
 from ._guidance import (
     NoiseStream,
     Observation,
+    Workspace,
     check_choice,
     check_float,
     check_int,
@@ -152,6 +153,7 @@ class DCPS(Sampler):
 
         bar = progress_bar(L * self.langevin_steps + n - last, progress, "DCPS")
         x = noise.normal()  # x_n ~ p_n = N(0, I)
+        self._ws = Workspace(x)
         for l in reversed(range(L)):
             t_k, top = grid[bounds[l]], bounds[l + 1]
             # 1. tamed ULA towards beta_hat_{k_l | k_{l+1}} p_{k_{l+1}}
@@ -211,27 +213,31 @@ class DCPS(Sampler):
     def langevin_step(self, x: torch.Tensor, t: int, t_k: int, noise: NoiseStream) -> torch.Tensor:
         """One tamed-ULA step at time t on ``log beta_hat_{k|t} + log p_t`` (the score from x0hat)."""
         drift = self.grad_log_backward(x, t, t_k, score=True)
-        return ops.tamed_langevin(x, drift, self.gamma, seed=noise.key, offset=noise.next_offset(), flags=self._flags)
+        return ops.tamed_langevin(x, drift, self.gamma, seed=noise.key, offset=noise.next_offset(), flags=self._flags,
+                                  out=self._ws.state(x))
 
     def variational_step(self, x: torch.Tensor, t: int, t_prev: int, t_k: int, noise: NoiseStream) -> torch.Tensor:
         """``x_{t_prev} ~ r``, the mean-field fit of ``beta_hat_{k|t_prev}(x') p(x' | x_t)``."""
+        ws = self._ws
         step = ddim_step(float(self._abar[t]), float(self._abar[t_prev]), eta=1.0)
-        m = self._calls.ddim_mean(x, t, step, out=torch.empty_like(x))  # one GEMM for the mixture
+        m = self._calls.ddim_mean(x, t, step, out=ws("m"))  # one GEMM for the mixture
         var = kernel_var(step, self.kernel, self.data_variance)
         if var <= 0.0:  # a deterministic kernel (into t = 0): the family degenerates to its mean
-            return m
+            return ws.state(x).copy_(m)
         D = x.shape[1]
         lr_mu, lr_l = (self.lr * math.sqrt(var * D), self.lr * math.sqrt(D)) if self.lr_mode == "relative" else (self.lr, self.lr)
-        mu, log_std = m.clone(), torch.full_like(m, 0.5 * math.log(var))
+        mu, log_std = ws("mu").copy_(m), ws("log_std").fill_(0.5 * math.log(var))
         for _ in range(self.gradient_steps):
-            xi = noise.normal()
-            std = log_std.exp()
-            g = self.grad_log_backward(torch.addcmul(mu, std, xi), t_prev, t_k)  # grad_x log beta_hat at the sample
+            xi = noise.normal(out=ws("xi"))
+            std = torch.exp(log_std, out=ws("std"))
+            sample = torch.addcmul(mu, std, xi, out=ws("sample"))
+            g = self.grad_log_backward(sample, t_prev, t_k)  # grad_x log beta_hat at the sample
             # the loss -log beta_hat(mu + std xi) + KL(N(mu, std^2) || N(m, var)), by the chain rule:
             # grad_mu = (mu - m) / var - g, grad_l = std^2 / var - 1 - g std xi (in place, few temporaries)
-            grad_mu = torch.sub(mu, m).div_(var).sub_(g)
+            grad_mu = torch.sub(mu, m, out=ws("grad_mu")).div_(var).sub_(g)
             g_std_xi = g.mul_(std).mul_(xi)  # g is not needed after this
             grad_l = std.mul_(std).div_(var).sub_(1.0).sub_(g_std_xi)
             normalized_step_(mu, grad_mu, lr_mu)
             normalized_step_(log_std, grad_l, lr_l)
-        return torch.addcmul(mu, log_std.exp_(), noise.normal())
+        z = noise.normal(out=ws("xi"))
+        return torch.addcmul(mu, log_std.exp_(), z, out=ws.state(x))
