@@ -149,6 +149,10 @@ def test_value_and_grad_closed_form_matches_autograd():
             assert torch.allclose(g, ref[1] + 0.4 * ref[2] - 2.0 * x, atol=1e-10, rtol=1e-10)
             traced_plus = value_and_grad(DenoiserCalls(traced, max_batch, (6,)), x, t, objective, 3, plus=plus)[1]
             assert torch.allclose(g, traced_plus, atol=1e-10, rtol=1e-10)
+            for d in (den, traced):  # into a caller's buffer
+                buf = torch.full_like(x, math.nan)
+                got = value_and_grad(DenoiserCalls(d, max_batch, (6,)), x, t, objective, 3, plus=plus, out=buf)[1]
+                assert got.data_ptr() == buf.data_ptr() and torch.allclose(buf, traced_plus, atol=1e-10, rtol=1e-10)
 
 
 @pytest.mark.parametrize("cls, to_net", [

@@ -221,8 +221,8 @@ class Denoiser:
 
     def predict_with_vjp(self, x: torch.Tensor, t: int, cols: int | None = None):
         """``(x0hat, epshat, vjp)``: the outputs (their first ``cols`` coordinates only, when
-        given) and ``vjp(w (batch, m), x0_weight=0, x_weight=0)`` = ``J^T [w, 0] + x0_weight
-        x0hat + x_weight x``, the vector–Jacobian product of ``x0hat`` at ``x`` for a cotangent
+        given) and ``vjp(w (batch, m), x0_weight=0, x_weight=0, out=None)`` = ``J^T [w, 0] +
+        x0_weight x0hat + x_weight x`` (written into ``out`` when given), the vector–Jacobian product of ``x0hat`` at ``x`` for a cotangent
         on the first ``m`` coordinates, plus a linear combination of the full outputs (a score
         ``-(x - sqrt(abar) x0hat) / (1 - abar)`` is one) at no extra pass. Only denoisers with
         ``has_vjp`` implement it."""
@@ -364,13 +364,13 @@ class GaussianMixtureDenoiser(Denoiser):
         x0hat = torch.addmm(x[:, :c], resp, mu[:, :c], beta=a, alpha=1.0 - abar)
         epshat = torch.add(x[:, :c], x0hat, alpha=-a).div_(b)
 
-        def vjp(w: torch.Tensor, x0_weight: float = 0.0, x_weight: float = 0.0) -> torch.Tensor:
+        def vjp(w: torch.Tensor, x0_weight: float = 0.0, x_weight: float = 0.0, out: torch.Tensor | None = None) -> torch.Tensor:
             m = w.shape[1]
             u = w @ mu[:, :m].T  # (batch, K)
             u.sub_((resp * u).sum(-1, keepdim=True)).mul_(resp).mul_((1.0 - abar) * a)
             if x0_weight:
                 u.add_(resp, alpha=x0_weight * (1.0 - abar))  # the (1 - abar) R mu part of x0hat
-            out = torch.addmm(x, u, mu, beta=x0_weight * a + x_weight)  # beta = 0: x is ignored
+            out = torch.addmm(x, u, mu, beta=x0_weight * a + x_weight, out=out)  # beta = 0: x is ignored
             out[:, :m].add_(w, alpha=a)
             return out
 

@@ -169,7 +169,7 @@ def kernel_var(step: DDIMStep, kernel: str, data_variance: float = 1.0) -> float
 
 
 def value_and_grad(calls: DenoiserCalls, x: torch.Tensor, t: int, objective, cols: int, *,
-                   outputs: bool = True, plus: tuple[float, float] = (0.0, 0.0)):
+                   outputs: bool = True, plus: tuple[float, float] = (0.0, 0.0), out: torch.Tensor | None = None):
     """``objective(x, x0hat, epshat) -> (B,)`` and its gradient in ``x`` through the denoiser.
 
     The objective sees the first ``cols`` coordinates of ``x``, ``x0hat`` and ``epshat`` only
@@ -178,7 +178,8 @@ def value_and_grad(calls: DenoiserCalls, x: torch.Tensor, t: int, objective, col
     over rows, so the gradient does not depend on the chunking), counts one VJP per row, and
     returns ``(value, grad + plus[0] x0hat + plus[1] x, x0hat, epshat)``, all detached, the
     latter three ``(B, D)`` (``x0hat, epshat`` are None with ``outputs=False``). ``plus``
-    folds in, e.g., the score ``-(x - sqrt(abar) x0hat) / (1 - abar)``.
+    folds in, e.g., the score ``-(x - sqrt(abar) x0hat) / (1 - abar)``; ``out`` (a ``(B, D)``
+    buffer) receives the gradient.
 
     A denoiser with a closed-form VJP (``has_vjp``, e.g. the Gaussian mixture) is not traced:
     autograd runs on the objective alone, the cotangent goes through ``predict_with_vjp``
@@ -190,7 +191,9 @@ def value_and_grad(calls: DenoiserCalls, x: torch.Tensor, t: int, objective, col
     a, b = math.sqrt(abar), math.sqrt(1.0 - abar)
     x0_weight, x_weight = plus
     values, grads, x0s, epss = [], [], [], []
-    for chunk in torch.split(x.detach(), size):
+    for start in range(0, x.shape[0], size):
+        chunk = x.detach()[start:start + size]
+        dst = None if out is None else out[start:start + size]
         if closed:
             x0, eps, vjp = calls.denoise_with_vjp(chunk, t, None if outputs else cols)
             leaves = [v[:, :cols].detach().requires_grad_(True) for v in (chunk, x0, eps)]
@@ -202,7 +205,7 @@ def value_and_grad(calls: DenoiserCalls, x: torch.Tensor, t: int, objective, col
             w = torch.zeros_like(leaves[1]) if g0 is None else g0
             if ge is not None:
                 w = w.add(ge, alpha=-a / b)  # through x0hat inside epshat
-            g = vjp(w, x0_weight, x_weight)
+            g = vjp(w, x0_weight, x_weight, out=dst)
             if gx is not None:
                 g[:, :cols] += gx
             if ge is not None:
@@ -218,6 +221,8 @@ def value_and_grad(calls: DenoiserCalls, x: torch.Tensor, t: int, objective, col
                 g.add_(x0.detach(), alpha=x0_weight)
             if x_weight:
                 g.add_(chunk, alpha=x_weight)
+            if dst is not None:
+                g = dst.copy_(g)
         calls.vjp_rows += chunk.shape[0]
         values.append(val.detach())
         grads.append(g)
@@ -226,7 +231,8 @@ def value_and_grad(calls: DenoiserCalls, x: torch.Tensor, t: int, objective, col
     if len(values) == 1:  # torch.cat of one tensor would still copy it
         return values[0], grads[0], x0s[0], epss[0]
     cat = torch.cat
-    return cat(values), cat(grads), (cat(x0s) if outputs else None), (cat(epss) if outputs else None)
+    grad = out if out is not None else cat(grads)
+    return cat(values), grad, (cat(x0s) if outputs else None), (cat(epss) if outputs else None)
 
 
 def unit(g: torch.Tensor) -> torch.Tensor:

@@ -203,7 +203,7 @@ class DCPS(Sampler):
         abar_t = float(self._abar[t])
         plus = (math.sqrt(abar_t) / (1.0 - abar_t), -1.0 / (1.0 - abar_t)) if score else (0.0, 0.0)
         _, g, _, _ = value_and_grad(self._calls, x, t, lambda xr, x0, eps: self.log_backward(xr, x0, eps, t, t_k),
-                                    self._obs.r, outputs=False, plus=plus)
+                                    self._obs.r, outputs=False, plus=plus, out=self._ws("grad"))
         return g
 
     # ----------------------------------------------------------------------------------------
