@@ -233,10 +233,11 @@ class DCPS(Sampler):
             sample = torch.addcmul(mu, std, xi, out=ws("sample"))
             g = self.grad_log_backward(sample, t_prev, t_k)  # grad_x log beta_hat at the sample
             # the loss -log beta_hat(mu + std xi) + KL(N(mu, std^2) || N(m, var)), by the chain rule:
-            # grad_mu = (mu - m) / var - g, grad_l = std^2 / var - 1 - g std xi (in place, few temporaries)
-            grad_mu = torch.sub(mu, m, out=ws("grad_mu")).div_(var).sub_(g)
+            # grad_mu = (mu - m) / var - g, grad_l = std^2 / var - 1 - g std xi. A normalised step
+            # only needs their directions, so both are formed times var > 0 (fewer passes, in place).
+            grad_mu = torch.sub(mu, m, out=ws("grad_mu")).sub_(g, alpha=var)
             g_std_xi = g.mul_(std).mul_(xi)  # g is not needed after this
-            grad_l = std.mul_(std).div_(var).sub_(1.0).sub_(g_std_xi)
+            grad_l = std.mul_(std).sub_(g_std_xi, alpha=var).sub_(var)
             normalized_step_(mu, grad_mu, lr_mu)
             normalized_step_(log_std, grad_l, lr_l)
         z = noise.normal(out=ws("xi"))
