@@ -210,7 +210,8 @@ def value_and_grad(calls: DenoiserCalls, x: torch.Tensor, t: int, objective, col
                 g[:, :cols] += gx
             if ge is not None:
                 g[:, :cols].add_(ge, alpha=1.0 / b)  # epshat's own x
-            calls._record(g)
+            # (no finiteness pass over g: a closed form is non-finite only where x or the
+            # objective is, and the sampler's next denoiser output, which is checked, sees it)
         else:
             xc = chunk.detach().requires_grad_(True)  # a leaf sharing the caller's memory (autograd only reads it)
             with torch.enable_grad():
