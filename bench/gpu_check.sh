@@ -4,8 +4,8 @@
 #   bash bench/gpu_check.sh          # from the repository root, as root; python3 holds torch
 #
 # Steps: machine facts -> build and install with the CUDA kernels (Hopper only: sm_90) -> import
-# check (fkdiff._C.has_cuda()) -> the whole test suite -> the kernel benchmark of the cuda and
-# triton backends. Only a failed build stops the run; every later step runs whatever the earlier
+# check (fkdiff._C.has_cuda()) -> the GPU tests -> MCGdiff at N = 1e5 against the exact posterior
+# (SCALE_SECONDS, 90) -> the kernel benchmark of the cuda and triton backends. Only a failed build stops the run; every later step runs whatever the earlier
 # ones gave, their exit codes are listed at the end, then the benchmark table is printed LAST,
 # and the script exits non-zero if any step failed.
 #
@@ -142,7 +142,32 @@ rc=${PIPESTATUS[0]}
 set -e
 record tests "$rc"
 
-# ---- 5. kernel benchmark: cuda and triton backends ------------------------------------------
+# ---- 5. MCGdiff at scale: N = 1e5 particles, 200 runs, 1000 steps, d_x = 10 (issue 3) -------
+# Every run's one draw against exact samples; target: SW and Δw within the noise floor's mean +
+# 3 sd for 200 samples (the JSON rows carry noise_floor(_dw) and noise_floor(_dw)_sd).
+banner "MCGdiff N = 1e5 x 200 runs x 1000 steps on the GPU (at most ${SCALE_SECONDS:=90} s)"
+set +e
+timeout --signal=INT --kill-after=20 "$SCALE_SECONDS" \
+  "$PY" -m fkdiff.cli gmm --dims 10 --seeds 3 --samples 200 --particles 100000 --steps 1000 \
+  --methods mcgdiff --device cuda --floor-repeats 20 --no-progress --json "$LOGS/mcgdiff_n1e5.json" 2>&1 | tee "$LOGS/scale.log"
+rc=${PIPESTATUS[0]}
+"$PY" - "$LOGS/mcgdiff_n1e5.json" <<'PYEOF' || rc=1
+import json, sys
+rows = json.load(open(sys.argv[1]))["rows"]
+ok = True
+for r in rows:
+    sw_ok = r["sw"] <= r["noise_floor"] + 3 * r["noise_floor_sd"]
+    dw_ok = r["dw"] <= r["noise_floor_dw"] + 3 * r["noise_floor_dw_sd"]
+    ok &= sw_ok and dw_ok
+    print(f"problem {r['seed']}: SW {r['sw']:.3f} (floor {r['noise_floor']:.3f} + 3 x {r['noise_floor_sd']:.3f}) "
+          f"dw {r['dw']:.3f} (floor {r['noise_floor_dw']:.3f} + 3 x {r['noise_floor_dw_sd']:.3f}) "
+          f"{r['seconds']:.1f} s {'ok' if sw_ok and dw_ok else 'OUTSIDE'}")
+sys.exit(0 if ok and rows else 1)
+PYEOF
+set -e
+record scale "$rc"
+
+# ---- 6. kernel benchmark: cuda and triton backends ------------------------------------------
 banner "bench: cuda + triton (no new case after ${BENCH_SECONDS} s)"
 : >"$LOGS/bench_table.txt"
 set +e

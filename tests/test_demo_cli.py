@@ -59,6 +59,24 @@ def test_gmm_resume_runs_only_missing_rows(tmp_path):
     assert rows[0] == first[0]  # kept as it was, not recomputed
 
 
+def test_gmm_device_option(tmp_path):
+    """`--device` runs the samplers there (CPU here) and records it; an unusable device is refused."""
+    import json
+
+    import pytest
+    import torch
+
+    path = tmp_path / "gmm.json"
+    assert cli.main(["gmm", "--dims", "4", "--seeds", "1", "--samples", "20", "--particles", "8", "--steps", "5",
+                     "--methods", "mcgdiff", "dcps5", "--device", "cpu", "--no-progress", "--json", str(path)]) == 0
+    assert {r["device"] for r in json.loads(path.read_text())["rows"]} == {"cpu"}
+    with pytest.raises(SystemExit):
+        cli.main(["gmm", "--device", "nope", "--no-progress"])
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            cli.main(["gmm", "--device", "cuda", "--no-progress"])
+
+
 def test_gmm_rejects_unknown_method():
     import pytest
 

@@ -22,7 +22,8 @@ import time
 import torch
 
 from . import metrics
-from .diffusion import linear_schedule, reversed_linear_schedule
+from .diffusion import GaussianMixtureDenoiser, linear_schedule, reversed_linear_schedule
+from .operators import DenseOperator
 from .problems.gmm import dcps_inverse_problem, exact_posterior, gmm25_prior, mcgdiff_inverse_problem
 from .samplers import DCPS, DDRM, DPS, MCGDiff, PiGDM
 
@@ -71,12 +72,13 @@ def make_sampler(method: str, particles: int, steps: int | None, dcps_gamma: flo
 
 
 def run(dims, obs_dim, seeds, methods, particles, steps, schedule, generator, samples, floor_repeats=5, progress=True,
-        dcps_gamma=DCPS_GAMMA, dps_zeta=DPS_ZETA, rows=None, on_problem=None):
+        dcps_gamma=DCPS_GAMMA, dps_zeta=DPS_ZETA, rows=None, on_problem=None, device="cpu"):
     """Run the protocol; returns ``{"rows": [...], "summary": [...]}``.
 
     ``rows``: records of an earlier run; (method, dim, seed) already there are not run again.
     ``on_problem(rows)`` is called after every problem (the CLI writes its JSON there, so an
-    interrupted run keeps what it measured)."""
+    interrupted run keeps what it measured). ``device``: where the samplers run (the denoiser,
+    operator and observation are moved there; exact samples and metrics stay on the CPU)."""
     from tqdm.auto import tqdm
 
     abar = linear_schedule(1000) if schedule == "linear" else reversed_linear_schedule()
@@ -99,14 +101,17 @@ def run(dims, obs_dim, seeds, methods, particles, steps, schedule, generator, sa
             posterior = exact_posterior(problem)
             reference = posterior.sample(samples, torch.Generator().manual_seed(10_000 + seed))
             floor = metrics.noise_floor(posterior, samples, repeats=floor_repeats, generator=torch.Generator().manual_seed(20_000 + seed))
-            denoiser = prior.denoiser(abar)
+            dev = torch.device(device)
+            denoiser = GaussianMixtureDenoiser(prior.means.to(dev), prior.weights.to(dev), abar)
+            operator = problem.operator if dev.type == "cpu" else DenseOperator(problem.A.to(dev))
+            y = problem.y.to(dev)
             for method in todo:
                 sampler = make_sampler(method, particles, steps, dcps_gamma, dps_zeta)
                 start = time.perf_counter()
-                result = sampler(denoiser, problem.operator, problem.y, problem.sigma_y, num_samples=samples,
+                result = sampler(denoiser, operator, y, problem.sigma_y, num_samples=samples,
                                  generator=torch.Generator().manual_seed(30_000 + seed), progress=False)
                 seconds = time.perf_counter() - start
-                x = result.samples.double()
+                x = result.samples.double().cpu()
                 spread = metrics.observed_spread(x, posterior, problem.A)
                 rows.append({
                     "method": method, "dim": dim, "obs_dim": obs_dim, "seed": seed,
@@ -114,7 +119,8 @@ def run(dims, obs_dim, seeds, methods, particles, steps, schedule, generator, sa
                     "dw": metrics.mode_weight_error(x, posterior),
                     "spread": spread["variance_ratio"],
                     "noise_floor": floor.sw_mean, "noise_floor_dw": floor.dw_mean,
-                    "seconds": seconds, "nfe": result.nfe,
+                    "noise_floor_sd": floor.sw_sd, "noise_floor_dw_sd": floor.dw_sd,
+                    "seconds": seconds, "nfe": result.nfe, "device": str(dev),
                 })
                 bar.update(1)
             if on_problem is not None:
@@ -184,6 +190,8 @@ def main(argv=None) -> int:
     p.add_argument("--generator", choices=("dcps", "mcgdiff"), default="dcps")
     p.add_argument("--dcps-gamma", type=float, default=DCPS_GAMMA, help="tamed-Langevin step of dcpsM (default %(default)s)")
     p.add_argument("--dps-zeta", type=float, default=DPS_ZETA, help="DPS guidance step (default %(default)s)")
+    p.add_argument("--device", default="cpu", help="where the samplers run, e.g. cuda (default %(default)s)")
+    p.add_argument("--floor-repeats", type=int, default=5, help="exact-vs-exact repeats of the noise floor (default %(default)s)")
     p.add_argument("--json", default=None, help="write rows and summary to this file (after every problem)")
     p.add_argument("--resume", action="store_true", help="keep the rows already in --json and run only the missing ones")
     p.add_argument("--no-progress", action="store_true")
@@ -192,6 +200,12 @@ def main(argv=None) -> int:
         make_sampler(method, args.particles, args.steps, args.dcps_gamma, args.dps_zeta)  # fail early on a bad name
     if args.resume and not args.json:
         p.error("--resume needs --json")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        p.error(f"--device: not a torch device: {args.device!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        p.error(f"--device {args.device}: torch sees no CUDA device here")
     rows = []
     if args.resume and os.path.exists(args.json):
         with open(args.json) as fh:
@@ -206,6 +220,7 @@ def main(argv=None) -> int:
 
     out = run(args.dims, args.obs_dim, list(range(args.seeds)), args.methods, args.particles, args.steps,
               args.schedule, args.generator, args.samples, progress=not args.no_progress, dcps_gamma=args.dcps_gamma, dps_zeta=args.dps_zeta,
+              device=args.device, floor_repeats=args.floor_repeats,
               rows=rows, on_problem=write)
     write(out["rows"])
     print(format_table(out["summary"]))
