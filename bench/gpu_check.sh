@@ -5,9 +5,10 @@
 #
 # Steps: machine facts -> build and install with the CUDA kernels (Hopper only: sm_90) -> import
 # check (fkdiff._C.has_cuda()) -> the GPU tests -> MCGdiff at N = 1e5 against the exact posterior
-# (SCALE_SECONDS, 90) -> the kernel benchmark of the cuda and triton backends. Only a failed build stops the run; every later step runs whatever the earlier
-# ones gave, their exit codes are listed at the end, then the benchmark table is printed LAST,
-# and the script exits non-zero if any step failed.
+# (SCALE_SECONDS, 90) -> the kernel benchmark of the cuda and triton backends. Only a failed
+# build stops the run; every later step runs whatever the earlier ones gave, their exit codes are
+# listed at the end, then the benchmark table is printed LAST, and the script exits non-zero if
+# any step failed.
 #
 # Logs go to $OUT when it is set (else a fresh /tmp folder): build.log, tests.log, bench.log
 # (progress), bench_table.txt and bench_gpu.json (the benchmark records).
