@@ -870,13 +870,67 @@ inline bool row_coefs_fixed(const T* __restrict g, int64_t nr, double gamma, T* 
   return bad == 0;
 }
 
+// D == 4 (the (N, 4) benchmark shape) with 4 | WD: WD / 4 rows per float64 vector, WD rows per
+// block of 4 vectors; the squares summed in float64 as (g0^2 + g1^2) + (g2^2 + g3^2) by two
+// in-register pair additions, the row sums gathered by three shuffles, then sqrt and division on
+// WD rows at once (row_coefs_fixed<4> did one scalar sqrt and division per row). Tail rows use the
+// same order. float64 sums keep |g| up to ~1e154 finite, as the scalar path.
+template <class T>
+inline bool row_coefs4(const T* __restrict g, int64_t nr, double gamma, T* __restrict coef) {
+  constexpr int L = WD;
+  static_assert(sizeof(T) > 0 && L % 4 == 0, "row_coefs4 needs 4 | WD");
+  vi64 sw1, sw2, pick, fin;
+  for (int l = 0; l < L; ++l) {
+    sw1[l] = l ^ 1;
+    sw2[l] = l ^ 2;
+    const int j = l % (L / 2);
+    pick[l] = j < L / 4 ? 4 * j : L + 4 * (j - L / 4);
+    fin[l] = l < L / 2 ? l : L + (l - L / 2);
+  }
+  const vd one = vd{} + 1.0, gam = vd{} + gamma, big = vd{} + 1.7976931348623157e308;
+  vi64 bad = vi64{};
+  int64_t r = 0;
+  for (; r + L <= nr; r += L) {
+    vd s[4];
+    for (int k = 0; k < 4; ++k) {
+      const vd x = load_vd(g + r * 4 + k * L);
+      vd e = x * x;
+      e = e + __builtin_shuffle(e, sw1);
+      s[k] = e + __builtin_shuffle(e, sw2);
+    }
+    const vd sum = __builtin_shuffle(__builtin_shuffle(s[0], s[1], pick), __builtin_shuffle(s[2], s[3], pick), fin);
+    vd nrm;
+    for (int l = 0; l < L; ++l) nrm[l] = std::sqrt(sum[l]);
+    bad |= ~(nrm <= big);  // NaN or inf
+    const vd cf = gam / (one + gam * nrm);
+    for (int l = 0; l < L; ++l) {
+      const T c = (T)cf[l];
+      T* dst = coef + (r + l) * 4;
+      dst[0] = dst[1] = dst[2] = dst[3] = c;
+    }
+  }
+  int any = 0;
+  for (int l = 0; l < L; ++l) any |= bad[l] != 0;
+  for (; r < nr; ++r) {
+    double e[4];
+    for (int i = 0; i < 4; ++i) e[i] = (double)g[r * 4 + i] * (double)g[r * 4 + i];
+    const double nrm = std::sqrt((e[0] + e[1]) + (e[2] + e[3]));
+    any |= !(nrm <= 1.7976931348623157e308);
+    const T c = (T)(gamma / (1.0 + gamma * nrm));
+    for (int i = 0; i < 4; ++i) coef[r * 4 + i] = c;
+  }
+  return any == 0;
+}
+
 template <class T>
 inline bool row_coefs(const T* g, int64_t nr, int64_t d, double gamma, T* coef) {
   switch (d) {
     case 1: return row_coefs_fixed<1>(g, nr, gamma, coef);
     case 2: return row_coefs_fixed<2>(g, nr, gamma, coef);
     case 3: return row_coefs_fixed<3>(g, nr, gamma, coef);
-    case 4: return row_coefs_fixed<4>(g, nr, gamma, coef);
+    case 4:
+      if constexpr (WD % 4 == 0) return row_coefs4(g, nr, gamma, coef);
+      return row_coefs_fixed<4>(g, nr, gamma, coef);
     case 8: return row_coefs_fixed<8>(g, nr, gamma, coef);
     default: break;
   }
