@@ -77,6 +77,25 @@ def test_gmm_device_option(tmp_path):
             cli.main(["gmm", "--device", "cuda", "--no-progress"])
 
 
+def test_gmm_json_lock(tmp_path):
+    """Two runs never write the same JSON: a live run's lock refuses, a dead run's is taken over."""
+    import os
+
+    import pytest
+
+    path = tmp_path / "gmm.json"
+    lock = tmp_path / "gmm.json.lock"
+    lock.write_text(str(os.getpid()))  # "another run", alive
+    args = ["gmm", "--dims", "4", "--seeds", "1", "--samples", "20", "--particles", "8", "--steps", "5",
+            "--methods", "mcgdiff", "--no-progress", "--json", str(path)]
+    with pytest.raises(SystemExit):
+        cli.main(args)
+    assert not path.exists()
+    lock.write_text("999999999")  # a pid that cannot exist: stale
+    assert cli.main(args) == 0
+    assert path.exists() and not lock.exists()
+
+
 def test_gmm_rejects_unknown_method():
     import pytest
 

@@ -206,6 +206,38 @@ def main(argv=None) -> int:
         p.error(f"--device: not a torch device: {args.device!r}")
     if device.type == "cuda" and not torch.cuda.is_available():
         p.error(f"--device {args.device}: torch sees no CUDA device here")
+    lock = _claim(args.json, p) if args.json else None
+    try:
+        return _main(args)
+    finally:
+        if lock:
+            os.remove(lock)
+
+
+def _claim(path: str, parser) -> str:
+    """A ``PATH.lock`` file holding our pid, so two runs never write the same JSON (each would
+    overwrite the other's rows); a lock whose process is gone is taken over."""
+    lock = path + ".lock"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(open(lock).read().strip() or 0)
+                os.kill(pid, 0)
+            except (ValueError, ProcessLookupError):
+                os.remove(lock)  # stale
+                continue
+            except PermissionError:
+                pass
+            parser.error(f"--json {path}: another run (pid {pid}) is writing it ({lock})")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(str(os.getpid()))
+        return lock
+    parser.error(f"--json {path}: could not take {lock}")
+
+
+def _main(args) -> int:
     rows = []
     if args.resume and os.path.exists(args.json):
         with open(args.json) as fh:
