@@ -17,9 +17,11 @@ Per block, from the top: ``M`` tamed-ULA steps on ``log beta_hat + log p_{k_{l+1
 kernel :func:`fkdiff.ops.tamed_langevin`), then for each step ``j+1 -> j`` a mean-field Gaussian
 ``r = N(mu, diag(exp(2 l)))`` started at the backward kernel and moved by ``K`` normalised gradient
 steps on ``-E_r[log beta_hat(x)] + KL(r || p_{j|j+1})`` (one reparameterised sample per step, the
-gradient through the denoiser by autograd), and ``x_j ~ r``. The chain ends with the step to
+gradient through the denoiser by autograd, or by the denoiser's closed-form VJP when it has one:
+the Gaussian mixture, ``value_and_grad``), and ``x_j ~ r``. The chain ends with the step to
 ``t = 0`` (``final="exact"``; the backward kernel into 0 is deterministic under ``kernel="ddim"``:
-``x0hat``) or at ``t_1`` (``final="released"``).
+``x0hat``) or at ``t_1`` (``final="released"``). Per-step temporaries live in a per-call
+:class:`~fkdiff.samplers._guidance.Workspace` (no fresh (B, D) arrays per step).
 
 Step sizes: a normalised step moves ``mu``, and separately the log-std vector ``l``, by exactly
 ``lr`` in per-sample L2 norm. ``lr_mode="absolute"`` is the released code (its 1.5 for 256 x 256
