@@ -174,8 +174,7 @@ class BaselineDCPS:
 
 
 def main(argv=None) -> int:
-    from fkdiff.diffusion import linear_schedule
-    from fkdiff.problems.gmm import dcps_inverse_problem, gmm25_prior
+    from fkdiff.bench.samplers import make_problem
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--samples", type=int, default=10_000)
@@ -183,10 +182,8 @@ def main(argv=None) -> int:
     p.add_argument("--blocks", type=int, default=3)
     p.add_argument("--dim", type=int, default=100)
     args = p.parse_args(argv)
+    prob, den = make_problem(args.dim)  # the problem bench/bench_samplers.py times
     g = torch.Generator().manual_seed(0)
-    prior = gmm25_prior(args.dim, generator=g)
-    prob = dcps_inverse_problem(prior, d_y=1, sigma_y=1.0, generator=g)
-    den = prior.denoiser(linear_schedule(1000))
     t0 = time.perf_counter()
     out = BaselineDCPS(num_blocks=args.blocks, num_steps=args.steps)(den, prob.operator, prob.y, prob.sigma_y, args.samples, generator=g)
     dt = time.perf_counter() - t0

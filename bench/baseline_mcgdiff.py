@@ -122,18 +122,14 @@ class BaselineMCGDiff:
 
 
 def main(argv=None) -> int:
-    from fkdiff.diffusion import linear_schedule
-    from fkdiff.problems.gmm import dcps_inverse_problem, gmm25_prior
+    from fkdiff.bench.samplers import make_problem
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--particles", type=int, default=10_000)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--dim", type=int, default=100)
     args = p.parse_args(argv)
-    g = torch.Generator().manual_seed(0)
-    prior = gmm25_prior(args.dim, generator=g)
-    prob = dcps_inverse_problem(prior, d_y=1, sigma_y=1.0, generator=g)
-    den = prior.denoiser(linear_schedule(1000))
+    prob, den = make_problem(args.dim)  # the problem bench/bench_samplers.py times
     t0 = time.perf_counter()
     out = BaselineMCGDiff(args.particles, args.steps)(den, prob.operator, prob.y, prob.sigma_y)
     dt = time.perf_counter() - t0

@@ -82,6 +82,7 @@ def run(dims, obs_dim, seeds, methods, particles, steps, schedule, generator, sa
     from tqdm.auto import tqdm
 
     abar = linear_schedule(1000) if schedule == "linear" else reversed_linear_schedule()
+    dev = torch.device(device)
     rows = list(rows or [])
     done = {(r["method"], r["dim"], r["seed"]) for r in rows}
     total = len(dims) * len(seeds) * len(methods)
@@ -101,7 +102,6 @@ def run(dims, obs_dim, seeds, methods, particles, steps, schedule, generator, sa
             posterior = exact_posterior(problem)
             reference = posterior.sample(samples, torch.Generator().manual_seed(10_000 + seed))
             floor = metrics.noise_floor(posterior, samples, repeats=floor_repeats, generator=torch.Generator().manual_seed(20_000 + seed))
-            dev = torch.device(device)
             denoiser = GaussianMixtureDenoiser(prior.means.to(dev), prior.weights.to(dev), abar)
             operator = problem.operator if dev.type == "cpu" else DenseOperator(problem.A.to(dev))
             y = problem.y.to(dev)

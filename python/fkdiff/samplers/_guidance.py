@@ -236,15 +236,9 @@ def value_and_grad(calls: DenoiserCalls, x: torch.Tensor, t: int, objective, col
     return cat(values), grad, (cat(x0s) if outputs else None), (cat(epss) if outputs else None)
 
 
-def unit(g: torch.Tensor) -> torch.Tensor:
-    """``g / ||g||`` per row (a zero row stays zero)."""
-    norm = torch.linalg.vector_norm(g, dim=-1, keepdim=True)
-    return torch.where(norm > 0, g / norm.clamp_min(torch.finfo(g.dtype).tiny), torch.zeros_like(g))
-
-
 def normalized_step_(p: torch.Tensor, g: torch.Tensor, lr: float) -> torch.Tensor:
-    """``p -= lr * unit(g)`` in place, per row (a zero row of ``g`` leaves its row of ``p``):
-    one norm and one fused multiply-add instead of four (N, D) temporaries."""
+    """``p -= lr * g / ||g||`` in place, per row (a zero row of ``g`` leaves its row of ``p``):
+    one norm and one fused multiply-add, no (N, D) temporary."""
     norm = torch.linalg.vector_norm(g, dim=-1, keepdim=True)
     scale = torch.where(norm > 0, -lr / norm.clamp_min(torch.finfo(g.dtype).tiny), torch.zeros_like(norm))
     return p.addcmul_(g, scale)

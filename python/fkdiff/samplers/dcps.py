@@ -183,11 +183,10 @@ class DCPS(Sampler):
         """``(B,)``: ``log beta_hat(x)`` seen from time ``t`` towards the block target ``t_k < t``.
 
         Only the ``r`` observed coordinates of the bridge mean enter it (diagonal in the SVD
-        basis), so only they are formed."""
+        basis); ``value_and_grad`` hands this objective those coordinates only."""
         abar_t, abar_k = float(self._abar[t]), float(self._abar[t_k])
         bridge = ddim_step(abar_t, abar_k, eta=1.0)  # q_{k|0,t}: the DDPM bridge
-        r = self._obs.r
-        mu = bridge.mean(x0hat[:, :r], epshat[:, :r])
+        mu = bridge.mean(x0hat, epshat)
         var = {"plugin": 0.0, "dps": bridge.sigma**2, "pigdm": bridge.sigma**2 + bridge.c_x0_total**2 * (1.0 - abar_t)}[self.potential]
         return self._obs.log_gaussian(mu, math.sqrt(abar_k), var + self._obs.noise_var(self._sigma))
 

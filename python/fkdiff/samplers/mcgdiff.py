@@ -65,14 +65,9 @@ def _positive_float(name: str, value, why: str = "") -> float:
     return float(value)
 
 
-def _log_normal_np(x: np.ndarray, mean, var) -> np.ndarray:
-    """Elementwise ``log N(x; mean, var)`` on float64 numpy arrays."""
+def _log_normal(x: np.ndarray, mean, var) -> np.ndarray:
+    """Elementwise ``log N(x; mean, var)`` on float64 numpy arrays (bookkeeping, not a particle loop)."""
     return -0.5 * ((x - mean) ** 2 / var + np.log(2 * math.pi * var))
-
-
-def _log_normal(x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
-    """Elementwise ``log N(x; mean, var)`` (float64 bookkeeping, not a particle loop)."""
-    return -0.5 * ((x - mean) ** 2 / var + torch.log(2 * math.pi * var))
 
 
 class MCGDiff(Sampler):
@@ -255,7 +250,7 @@ class MCGDiff(Sampler):
             gain = vec(np.ones(len(v_n)), 0.0)
             center = vec(center_n / (1 + v_n), 0.0)
             scale = vec(np.sqrt(v_n / (1 + v_n)), 1.0)
-            log_z = torch.full((B,), float(_log_normal_np(center_n, 0.0, 1 + v_n).sum()), dtype=torch.float64, device=device)  # log ∫ g_n p_n
+            log_z = torch.full((B,), float(_log_normal(center_n, 0.0, 1 + v_n).sum()), dtype=torch.float64, device=device)  # log ∫ g_n p_n
         else:
             gain, center, scale = vec([], 0.0), vec([], 0.0), vec([], 1.0)
             log_z = torch.zeros(B, dtype=torch.float64, device=device)
@@ -418,6 +413,6 @@ class MCGDiff(Sampler):
         out = float((0.5 * torch.log(abar_tau) - torch.log(s)).sum()) if s.numel() else 0.0
         dim_y, r = problem.operator.dim_y, problem.rank
         if dim_y > r and problem.sigma_y > 0:
-            rest = problem.operator.Ut(problem.y.to(torch.float64))[0, r:]
-            out += float(_log_normal(rest, 0.0, torch.tensor(problem.sigma_y**2, dtype=torch.float64)).sum())
+            rest = problem.operator.Ut(problem.y.to(torch.float64))[0, r:].cpu().numpy()
+            out += float(_log_normal(rest, 0.0, problem.sigma_y**2).sum())
         return torch.tensor(out, dtype=torch.float64, device=problem.device)
