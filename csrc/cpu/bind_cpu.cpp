@@ -145,6 +145,21 @@ void register_cpu(py::module_& m) {
       py::arg("flags"), py::arg("B"), py::arg("N"), py::arg("d"), py::arg("dtype"), py::arg("nthreads"));
 
   m.def(
+      "cpu_variational_update",
+      [](uintptr_t mu, uintptr_t log_std, uintptr_t m_, uintptr_t g, uintptr_t xi, double var, double lr_mu,
+         double lr_l, uint64_t seed, uint64_t offset, uintptr_t sample, uintptr_t flags, int64_t rows, int64_t d,
+         int dtype, int64_t nthreads) {
+        VariationalArgs a{ptr<void>(mu),  ptr<void>(log_std), ptr<void>(xi), ptr<void>(sample), ptr<const void>(m_),
+                          ptr<const void>(g), var, lr_mu, lr_l, seed, offset, ptr<int32_t>(flags), rows, d, dtype,
+                          threads(nthreads)};
+        py::gil_scoped_release nogil;
+        active().variational_update(a);
+      },
+      py::arg("mu"), py::arg("log_std"), py::arg("m"), py::arg("grad"), py::arg("xi"), py::arg("var"),
+      py::arg("lr_mu"), py::arg("lr_l"), py::arg("seed"), py::arg("offset"), py::arg("sample"), py::arg("flags"),
+      py::arg("rows"), py::arg("d"), py::arg("dtype"), py::arg("nthreads"));
+
+  m.def(
       "cpu_normal",
       [](uintptr_t out, int64_t n, uint64_t seed, uint64_t offset, int dtype, int64_t nthreads) {
         NormalArgs a{ptr<void>(out), n, seed, offset, dtype, threads(nthreads)};

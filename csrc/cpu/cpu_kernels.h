@@ -83,6 +83,18 @@ struct LangevinArgs {
   int nthreads;
 };
 
+// mu, log_std, xi are updated in place; sample is written; m and g are read. All (rows, d).
+struct VariationalArgs {
+  void *mu, *log_std, *xi, *sample;
+  const void *m, *g;
+  double var, lr_mu, lr_l;
+  uint64_t seed, offset;
+  int32_t* flags;
+  int64_t rows, d;
+  int dtype;
+  int nthreads;
+};
+
 struct NormalArgs {
   void* out;  // (n,) dtype
   int64_t n;
@@ -107,6 +119,7 @@ struct Table {
   void (*tamed_langevin)(const LangevinArgs&);
   void (*normal)(const NormalArgs&);
   void (*philox)(const PhiloxArgs&);
+  void (*variational_update)(const VariationalArgs&);
 };
 
 namespace generic { const Table& table(); }

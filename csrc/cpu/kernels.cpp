@@ -6,6 +6,7 @@
 // depend on the thread count, sums inside a chunk run in a fixed order, and chunk results are
 // combined sequentially, so the thread count never changes a result bit. Noise is counter based.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -1138,6 +1139,139 @@ void tamed_langevin(const LangevinArgs& A) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// 8. variational_update (DCPS's normalised-gradient step of the Gaussian fit, then a fresh draw)
+// ---------------------------------------------------------------------------------------------
+inline void exp_tile(const float* x, float* y, int64_t n) {
+  int64_t i = 0;
+  for (; i + W <= n; i += W) vstore(y + i, vexp_f(vload<vf>(x + i)));
+  for (; i < n; ++i) y[i] = std::exp(x[i]);
+}
+inline void exp_tile(const double* x, double* y, int64_t n) {
+  int64_t i = 0;
+  for (; i + WD <= n; i += WD) vstore(y + i, vexp_d(vload<vd>(x + i)));
+  for (; i < n; ++i) y[i] = std::exp(x[i]);
+}
+
+// The two gradient directions on n consecutive elements (both times var > 0, see the header):
+// gm = (mu - m) - var g, gl = std^2 - var - var g std xi with std = exp(log_std).
+template <class T>
+inline void fit_directions(const T* __restrict mu, const T* __restrict ls, const T* __restrict m,
+                           const T* __restrict g, const T* __restrict xi, int64_t n, T var, T* __restrict sd,
+                           T* __restrict gm, T* __restrict gl) {
+  exp_tile(ls, sd, n);
+  for (int64_t f = 0; f < n; ++f) {
+    gm[f] = (mu[f] - m[f]) - var * g[f];
+    gl[f] = sd[f] * (sd[f] - var * g[f] * xi[f]) - var;
+  }
+}
+
+// Step coefficients lr / ||direction|| (0 for a zero direction); NaN and the flag when a norm
+// is not finite.
+inline double step_coef(double sumsq, double lr, bool& bad) {
+  const double nrm = std::sqrt(sumsq);
+  if (!(nrm <= 1.7976931348623157e308)) {
+    bad = true;
+    return std::numeric_limits<double>::quiet_NaN();
+  }
+  return nrm > 0 ? lr / nrm : 0.0;
+}
+
+template <class T>
+void variational_impl(const VariationalArgs& A) {
+  const int64_t rows = A.rows, d = A.d;
+  const TileGrid G(rows, d);
+  T* MU = static_cast<T*>(A.mu);
+  T* LS = static_cast<T*>(A.log_std);
+  T* XI = static_cast<T*>(A.xi);
+  T* S = static_cast<T*>(A.sample);
+  const T* M = static_cast<const T*>(A.m);
+  const T* Gr = static_cast<const T*>(A.g);
+  const T var = (T)A.var;
+  struct Buf {
+    alignas(64) float zs[kTile + 4 * W + 8];
+    alignas(64) T sd[kTile], gm[kTile], gl[kTile], cm[kTile], cl[kTile];
+  };
+  // Long rows: every row's two step coefficients first (their segments are then updated in
+  // place by whichever thread takes them), O(rows) doubles of scratch.
+  std::vector<double> coefs;
+  bool bad_rows = false;
+  if (d >= kLongD) {
+    coefs.resize(2 * rows);
+    std::atomic<bool> bad_any{false};
+    parallel_ranges(rows, A.nthreads, rows * d * 8, [&](int64_t lo, int64_t hi) {
+      std::unique_ptr<Buf> buf(new Buf);
+      bool bad = false;
+      for (int64_t r = lo; r < hi; ++r) {
+        double sm = 0, sl = 0;
+        for (int64_t c = 0; c < d; c += kTile) {
+          const int64_t len = std::min(kTile, d - c), o = r * d + c;
+          fit_directions(MU + o, LS + o, M + o, Gr + o, XI + o, len, var, buf->sd, buf->gm, buf->gl);
+          sm += sum_squares(buf->gm, len);
+          sl += sum_squares(buf->gl, len);
+        }
+        coefs[2 * r] = step_coef(sm, A.lr_mu, bad);
+        coefs[2 * r + 1] = step_coef(sl, A.lr_l, bad);
+      }
+      if (bad) bad_any = true;
+    });
+    bad_rows = bad_any;
+  }
+  parallel_ranges(G.ntile, A.nthreads, rows * d * 16, [&](int64_t lo, int64_t hi) {
+    std::unique_ptr<Buf> buf(new Buf);
+    bool bad = false;
+    for (int64_t task = lo; task < hi; ++task) {
+      int64_t base, n;
+      if (d >= kLongD) {
+        const int64_t r = task / G.nseg, i0 = (task % G.nseg) * G.seg;
+        n = std::min(G.seg, d - i0);
+        base = r * d + i0;
+        fit_directions(MU + base, LS + base, M + base, Gr + base, XI + base, n, var, buf->sd, buf->gm, buf->gl);
+        const T a = (T)coefs[2 * r], b = (T)coefs[2 * r + 1];
+        for (int64_t f = 0; f < n; ++f) {
+          buf->cm[f] = a;
+          buf->cl[f] = b;
+        }
+      } else {
+        const int64_t r0 = task * G.R, nr = std::min(G.R, rows - r0);
+        n = nr * d;
+        base = r0 * d;
+        fit_directions(MU + base, LS + base, M + base, Gr + base, XI + base, n, var, buf->sd, buf->gm, buf->gl);
+        for (int64_t r = 0; r < nr; ++r) {
+          const T a = (T)step_coef(sum_squares(buf->gm + r * d, d), A.lr_mu, bad);
+          const T b = (T)step_coef(sum_squares(buf->gl + r * d, d), A.lr_l, bad);
+          for (int64_t i = 0; i < d; ++i) {
+            buf->cm[r * d + i] = a;
+            buf->cl[r * d + i] = b;
+          }
+        }
+      }
+      const float* z = normals_tile(A.seed, A.offset + (uint64_t)base, n, buf->zs);
+      T* mu = MU + base;
+      T* ls = LS + base;
+      T* xi = XI + base;
+      for (int64_t f = 0; f < n; ++f) {
+        mu[f] -= buf->cm[f] * buf->gm[f];
+        ls[f] -= buf->cl[f] * buf->gl[f];
+        xi[f] = (T)z[f];
+      }
+      exp_tile(ls, buf->sd, n);
+      T* s = S + base;
+      for (int64_t f = 0; f < n; ++f) s[f] = mu[f] + buf->sd[f] * xi[f];
+    }
+    if (bad) or_flag(A.flags, kFlagGradientNonFinite);
+  });
+  if (bad_rows) or_flag(A.flags, kFlagGradientNonFinite);
+}
+
+void variational_update(const VariationalArgs& A) {
+  if (A.rows <= 0 || A.d <= 0) return;
+  if (A.dtype == kF64)
+    variational_impl<double>(A);
+  else
+    variational_impl<float>(A);
+}
+
+// ---------------------------------------------------------------------------------------------
 // 6. normal, 7. philox
 // ---------------------------------------------------------------------------------------------
 template <class T>
@@ -1188,7 +1322,7 @@ void philox(const PhiloxArgs& A) {
 
 const Table kTable = {
     FK_STR(FKDIFF_ISA), &logsumexp_stats, &resample, &gaussian_potential, &mutation, &tamed_langevin,
-    &normal, &philox,
+    &normal, &philox, &variational_update,
 };
 
 }  // namespace

@@ -291,6 +291,64 @@ inline vd vexp_neg(vd x) {
   return tiny ? 0.0 : res;
 }
 
+// exp(x) for any float64 x (~1 ulp): 0 below -708, +inf above 709.78, NaN stays NaN.
+inline vd vexp_d(vd x) {
+  const vi64 huge = (vi64)(x > 709.78);
+  const vi64 tiny = (vi64)(x < -708.0);
+  vd c = tiny ? -708.0 : x;
+  c = c > 709.0 ? 709.0 : c;
+  const double shifter = 6755399441055744.0;  // 1.5 * 2^52
+  vd t = c * 1.4426950408889634 + shifter;
+  vd n = t - shifter;
+  vd r = c - n * 6.93147180369123816490e-01;
+  r = r - n * 1.90821492927058770002e-10;
+  vd p = vd{} + 1.0 / 6227020800.0;
+  p = p * r + 1.0 / 479001600.0;
+  p = p * r + 1.0 / 39916800.0;
+  p = p * r + 1.0 / 3628800.0;
+  p = p * r + 1.0 / 362880.0;
+  p = p * r + 1.0 / 40320.0;
+  p = p * r + 1.0 / 5040.0;
+  p = p * r + 1.0 / 720.0;
+  p = p * r + 1.0 / 120.0;
+  p = p * r + 1.0 / 24.0;
+  p = p * r + 1.0 / 6.0;
+  p = p * r + 0.5;
+  p = p * r + 1.0;
+  p = p * r + 1.0;
+  vi64 ni = (vi64)t - (vi64)(vd{} + shifter);
+  vd res = p * (vd)((ni + 1023) << 52);
+  res = tiny ? 0.0 : res;
+  return huge ? __builtin_inf() : res;
+}
+
+// exp(x) for any float32 x (~2 ulp): 0 below -87.33 (no subnormals), +inf above 88.72, NaN
+// stays NaN. Cody–Waite reduction by ln 2 and a degree-7 Taylor polynomial on |r| <= ln2 / 2.
+inline vf vexp_f(vf x) {
+  const vi huge = (vi)(x > 88.72f);
+  const vi tiny = (vi)(x < -87.33f);
+  vf c = tiny ? -87.33f : x;
+  c = huge ? 88.72f : c;
+  const float shifter = 12582912.0f;  // 1.5 * 2^23
+  vf t = c * 1.44269504f + shifter;
+  vf n = t - shifter;
+  vf r = c - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  vf p = vf{} + 1.0f / 5040.0f;
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const vi ni = (vi)t - (vi)(vf{} + shifter);  // n in [-126, 128]: scale by 2^(n/2) twice
+  const vi n1 = ni >> 1, n2 = ni - n1;
+  vf res = (p * (vf)((n1 + 127) << 23)) * (vf)((n2 + 127) << 23);
+  res = tiny ? 0.0f : res;
+  return huge ? __builtin_inff() : res;
+}
+
 }  // namespace FKDIFF_ISA
 }  // namespace cpu
 }  // namespace fkdiff

@@ -200,6 +200,25 @@ void register_cuda(py::module_& m) {
       py::arg("gamma"), py::arg("seed"), py::arg("offset"), py::arg("out"), py::arg("flags"), py::arg("scratch"),
       py::arg("stream"));
 
+  m.def("cuda_variational_update_scratch_bytes", &cuda::variational_update_scratch_bytes, py::arg("rows"),
+        py::arg("d"));
+  m.def(
+      "cuda_variational_update",
+      [](int device, int dtype, uintptr_t mu, uintptr_t log_std, uintptr_t m_, uintptr_t grad, uintptr_t xi,
+         int64_t rows, int64_t d, double var, double lr_mu, double lr_l, uint64_t seed, uint64_t offset,
+         uintptr_t sample, uintptr_t flags, uintptr_t scratch, uintptr_t stream) {
+        const int sms = prepare(device);
+        py::gil_scoped_release nogil;
+        cuda::variational_update(dtype, ptr(mu), ptr(log_std), ptr<const void>(m_), ptr<const void>(grad), ptr(xi),
+                                 rows, d, var, lr_mu, lr_l, seed, offset, ptr(sample), ptr<int32_t>(flags),
+                                 ptr(scratch), sms, stream_of(stream));
+        check_launch("variational_update");
+      },
+      py::arg("device"), py::arg("dtype"), py::arg("mu"), py::arg("log_std"), py::arg("m"), py::arg("grad"),
+      py::arg("xi"), py::arg("rows"), py::arg("d"), py::arg("var"), py::arg("lr_mu"), py::arg("lr_l"),
+      py::arg("seed"), py::arg("offset"), py::arg("sample"), py::arg("flags"), py::arg("scratch"),
+      py::arg("stream"));
+
   m.def(
       "cuda_normal",
       [](int device, uintptr_t out, int dtype, int64_t n, uint64_t seed, uint64_t offset, uintptr_t stream) {

@@ -63,6 +63,13 @@ void tamed_langevin(int dtype, const void* x, const void* grad, int64_t B, int64
                     uint64_t seed, uint64_t offset, void* out, int32_t* flags, void* scratch, int sm_count,
                     void* stream);
 
+// 8. variational_update. mu, log_std, xi (updated in place), m, grad, sample (rows, d)
+//    contiguous, all distinct except m / grad may be shared.
+size_t variational_update_scratch_bytes(int64_t rows, int64_t d);
+void variational_update(int dtype, void* mu, void* log_std, const void* m, const void* grad, void* xi, int64_t rows,
+                        int64_t d, double var, double lr_mu, double lr_l, uint64_t seed, uint64_t offset,
+                        void* sample, int32_t* flags, void* scratch, int sm_count, void* stream);
+
 // 6. normal: out (n,) float32/float64, out[k] = z(offset + k).
 void normal(void* out, int dtype, int64_t n, uint64_t seed, uint64_t offset, int sm_count, void* stream);
 

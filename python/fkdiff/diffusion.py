@@ -370,7 +370,11 @@ class GaussianMixtureDenoiser(Denoiser):
             u.sub_((resp * u).sum(-1, keepdim=True)).mul_(resp).mul_((1.0 - abar) * a)
             if x0_weight:
                 u.add_(resp, alpha=x0_weight * (1.0 - abar))  # the (1 - abar) R mu part of x0hat
-            out = torch.addmm(x, u, mu, beta=x0_weight * a + x_weight, out=out)  # beta = 0: x is ignored
+            beta = x0_weight * a + x_weight
+            if beta:
+                out = torch.addmm(x, u, mu, beta=beta, out=out)
+            else:  # addmm would still copy x into out first (a full (batch, D) pass)
+                out = torch.mm(u, mu, out=out)
             out[:, :m].add_(w, alpha=a)
             return out
 

@@ -21,6 +21,7 @@ from .mutation import auxiliary_mutation
 from .noise import normal, philox
 from .potential import gaussian_log_normalizer, gaussian_log_potential, mcgdiff_log_weight
 from .resampling import SCHEMES, ess, log_normalize, log_sum_exp, log_sum_exp_and_ess, resample, resample_rows
+from .variational import variational_update
 
 __all__ = [
     "SCHEMES",
@@ -42,4 +43,5 @@ __all__ = [
     "resample",
     "resample_rows",
     "tamed_langevin",
+    "variational_update",
 ]

@@ -19,6 +19,7 @@ __all__ = [
     "gaussian_potential",
     "mutation",
     "tamed_langevin",
+    "variational_update",
     "normal",
     "philox",
 ]
@@ -84,6 +85,15 @@ def tamed_langevin(x: torch.Tensor, grad: torch.Tensor, gamma: float, seed: int,
     B, N, d = x.shape
     _C.cpu_tamed_langevin(x.data_ptr(), grad.data_ptr(), float(gamma), int(seed), int(offset),
                           out.data_ptr(), flags.data_ptr(), B, N, d, _code(x), torch.get_num_threads())
+
+
+def variational_update(mu: torch.Tensor, log_std: torch.Tensor, m: torch.Tensor, grad: torch.Tensor,
+                       xi: torch.Tensor, var: float, lr_mu: float, lr_l: float, seed: int, offset: int,
+                       sample: torch.Tensor, flags: torch.Tensor) -> None:
+    B, N, d = mu.shape
+    _C.cpu_variational_update(mu.data_ptr(), log_std.data_ptr(), m.data_ptr(), grad.data_ptr(), xi.data_ptr(),
+                              float(var), float(lr_mu), float(lr_l), int(seed), int(offset), sample.data_ptr(),
+                              flags.data_ptr(), B * N, d, _code(mu), torch.get_num_threads())
 
 
 def normal(out: torch.Tensor, seed: int, offset: int) -> None:

@@ -21,6 +21,7 @@ __all__ = [
     "gaussian_potential",
     "mutation",
     "tamed_langevin",
+    "variational_update",
     "normal",
     "philox",
 ]
@@ -315,6 +316,33 @@ def tamed_langevin(
         _C.cuda_tamed_langevin(
             _device_index(x), code, x.data_ptr(), grad.data_ptr(), B, N, d, float(gamma), int(seed), int(offset),
             out.data_ptr(), flags.data_ptr(), _ptr(scratch), _stream(x),
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# 8. variational_update
+# --------------------------------------------------------------------------------------------
+
+
+def variational_update(mu: torch.Tensor, log_std: torch.Tensor, m: torch.Tensor, grad: torch.Tensor,
+                       xi: torch.Tensor, var: float, lr_mu: float, lr_l: float, seed: int, offset: int,
+                       sample: torch.Tensor, flags: torch.Tensor) -> None:
+    named = {"mu": mu, "log_std": log_std, "m": m, "grad": grad, "xi": xi, "sample": sample}
+    for name, t in named.items():
+        _contig(name, _cuda(name, t))
+        _require(t.dim() == 3 and t.shape == mu.shape and t.dtype == mu.dtype,
+                 f"{name} must be (B, N, d) like mu, with its dtype")
+    _flags(flags)
+    B, N, d = mu.shape
+    if B * N == 0 or d == 0:
+        return
+    code = _float_code("mu", mu)
+    with torch.cuda.device(mu.device):
+        scratch = _scratch(_C.cuda_variational_update_scratch_bytes(B * N, d), mu.device)
+        _C.cuda_variational_update(
+            _device_index(mu), code, mu.data_ptr(), log_std.data_ptr(), m.data_ptr(), grad.data_ptr(), xi.data_ptr(),
+            B * N, d, float(var), float(lr_mu), float(lr_l), int(seed), int(offset), sample.data_ptr(),
+            flags.data_ptr(), _ptr(scratch), _stream(mu),
         )
 
 

@@ -13,7 +13,7 @@ import functools
 import torch
 
 __all__ = ["logsumexp_stats", "resample", "gaussian_potential", "mutation", "tamed_langevin",
-           "normal", "philox"]
+           "variational_update", "normal", "philox"]
 
 _U64 = (1 << 64) - 1
 
@@ -38,10 +38,10 @@ _INTERP_POT_CHUNK = 4096
 @functools.lru_cache(maxsize=None)
 def _k():
     """The kernel modules, imported lazily (Triton is an optional dependency)."""
-    from fkdiff.triton import langevin, mutation, philox, potential, resample  # noqa: PLC0415
+    from fkdiff.triton import langevin, mutation, philox, potential, resample, variational  # noqa: PLC0415
 
     return {"philox": philox, "resample": resample, "potential": potential,
-            "mutation": mutation, "langevin": langevin}
+            "mutation": mutation, "langevin": langevin, "variational": variational}
 
 
 def _np2(n: int) -> int:
@@ -356,4 +356,42 @@ def tamed_langevin(x: torch.Tensor, grad: torch.Tensor, gamma: float, seed: int,
     NG = triton_cdiv(triton_cdiv(cols, 4), G)
     L.langevin_chunks_kernel[(R_ * NG,)](
         x, grad, out, part, flags, R_, N, d, NC, NG, *strides, g_hi, g_lo, sl, sh, ol, oh,
+        ALIGNED=aligned, G=G, NC_P2=max(2, _np2(NC)), num_warps=_warps(4 * G) if gpu else 4)
+
+
+def variational_update(mu: torch.Tensor, log_std: torch.Tensor, m: torch.Tensor, grad: torch.Tensor,
+                       xi: torch.Tensor, var: float, lr_mu: float, lr_l: float, seed: int, offset: int,
+                       sample: torch.Tensor, flags: torch.Tensor) -> None:
+    B, N, d = mu.shape
+    R_ = B * N
+    if R_ == 0 or d == 0:
+        return
+    for t in (mu, log_std, m, grad, xi, sample):
+        if not t.is_contiguous():
+            raise ValueError("triton backend: variational_update needs contiguous arrays")
+    V = _k()["variational"]
+    gpu = _gpu(mu)
+    aligned = _aligned(offset, d)
+    scalars = (*_gamma_words(var), *_gamma_words(lr_mu), *_gamma_words(lr_l))
+    sl, sh = _words(seed)
+    ol, oh = _words(offset)
+    arrays = (mu, log_std, m, grad, xi, sample)
+    cols = d if aligned else d + 3
+    long_row = _GPU_LONG_ROW if gpu else _INTERP_TILE
+    if cols <= long_row:
+        tile = max(_GPU_TILE if gpu else _INTERP_TILE, _np2(cols))
+        BR, G, _ = _row_tiling(R_, d, aligned, tile)
+        V.fit_rows_kernel[(triton_cdiv(R_, BR),)](
+            *arrays, flags, R_, d, *scalars, sl, sh, ol, oh,
+            ALIGNED=aligned, BR=BR, G=G, num_warps=_warps(BR * G * 4) if gpu else 4)
+        return
+    chunk = _GPU_CHUNK if gpu else _INTERP_TILE
+    NC = triton_cdiv(d, chunk)
+    part = torch.empty(2 * R_ * NC, dtype=mu.dtype, device=mu.device)
+    V.fit_sums_kernel[(R_ * NC,)](mu, log_std, m, grad, xi, part, R_, d, NC, *scalars[:2],
+                                  CHUNK=chunk, num_warps=_warps(chunk) if gpu else 4)
+    G = (_GPU_TILE if gpu else _INTERP_TILE) // 4
+    NG = triton_cdiv(triton_cdiv(cols, 4), G)
+    V.fit_chunks_kernel[(R_ * NG,)](
+        *arrays, part, flags, R_, d, NC, NG, *scalars, sl, sh, ol, oh,
         ALIGNED=aligned, G=G, NC_P2=max(2, _np2(NC)), num_warps=_warps(4 * G) if gpu else 4)

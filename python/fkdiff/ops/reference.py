@@ -48,6 +48,7 @@ __all__ = [
     "gaussian_potential",
     "mutation",
     "tamed_langevin",
+    "variational_update",
 ]
 
 _MASK32 = 0xFFFFFFFF
@@ -341,3 +342,54 @@ def tamed_langevin(
     z = _noise(seed, offset, (B, N, d), x.device)
     value = x.to(torch.float64) + gamma * g64 / (1.0 + gamma * norm) + math.sqrt(2.0 * gamma) * z
     out.copy_(value)
+
+
+# --------------------------------------------------------------------------------------------
+# DCPS's Gaussian fit: one normalised-gradient step and a fresh draw
+# --------------------------------------------------------------------------------------------
+
+
+def variational_update(
+    mu: torch.Tensor,
+    log_std: torch.Tensor,
+    m: torch.Tensor,
+    grad: torch.Tensor,
+    xi: torch.Tensor,
+    var: float,
+    lr_mu: float,
+    lr_l: float,
+    seed: int,
+    offset: int,
+    sample: torch.Tensor,
+    flags: torch.Tensor,
+) -> None:
+    """Protocol 8, per row (last axis) of ``(B, N, d)`` arrays, with ``std = exp(log_std)``:
+
+    ``gm = (mu - m) - var g`` and ``gl = std^2 - var - var g std xi`` (the gradients of
+    ``-log beta(mu + std xi) + KL(N(mu, std^2) || N(m, var))`` in ``mu`` and ``log_std``, times
+    ``var``, with ``g`` the gradient of ``log beta`` at the sample); ``mu -= lr_mu gm / ||gm||``
+    and ``log_std -= lr_l gl / ||gl||`` (a zero direction leaves its row); then ``xi = z`` and
+    ``sample = mu + exp(log_std) z`` with ``z`` the normals at ``offset + (b N + n) d + i``. A
+    non-finite norm sets the gradient flag and makes its row NaN. Updates ``mu``, ``log_std``,
+    ``xi`` in place and writes ``sample``."""
+    B, N, d = mu.shape
+    f = lambda t: t.to(torch.float64)  # noqa: E731
+    g = f(grad)
+    std = torch.exp(f(log_std))
+    gm = (f(mu) - f(m)) - var * g
+    gl = std * std - var - var * g * std * f(xi)
+    coefs = []
+    for direction, lr in ((gm, lr_mu), (gl, lr_l)):
+        norm = torch.linalg.vector_norm(direction, dim=-1, keepdim=True)
+        finite = torch.isfinite(norm)
+        if not bool(finite.all()):
+            _or_flag(flags, FLAG_GRADIENT_NONFINITE)
+        coef = torch.where(norm > 0, lr / norm.clamp_min(torch.finfo(torch.float64).tiny), torch.zeros_like(norm))
+        coefs.append(torch.where(finite, coef, math.nan))
+    new_mu = f(mu) - coefs[0] * gm
+    new_l = f(log_std) - coefs[1] * gl
+    z = _noise(seed, offset, (B, N, d), mu.device)
+    sample.copy_(new_mu + torch.exp(new_l) * z)
+    mu.copy_(new_mu)
+    log_std.copy_(new_l)
+    xi.copy_(z)

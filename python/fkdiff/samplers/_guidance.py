@@ -234,11 +234,3 @@ def value_and_grad(calls: DenoiserCalls, x: torch.Tensor, t: int, objective, col
     cat = torch.cat
     grad = out if out is not None else cat(grads)
     return cat(values), grad, (cat(x0s) if outputs else None), (cat(epss) if outputs else None)
-
-
-def normalized_step_(p: torch.Tensor, g: torch.Tensor, lr: float) -> torch.Tensor:
-    """``p -= lr * g / ||g||`` in place, per row (a zero row of ``g`` leaves its row of ``p``):
-    one norm and one fused multiply-add, no (N, D) temporary."""
-    norm = torch.linalg.vector_norm(g, dim=-1, keepdim=True)
-    scale = torch.where(norm > 0, -lr / norm.clamp_min(torch.finfo(g.dtype).tiny), torch.zeros_like(norm))
-    return p.addcmul_(g, scale)

@@ -49,7 +49,6 @@ from ._guidance import (
     check_int,
     check_max_batch,
     kernel_var,
-    normalized_step_,
     value_and_grad,
 )
 from .base import DenoiserCalls, Problem, Sampler, SamplingResult, progress_bar
@@ -168,6 +167,7 @@ class DCPS(Sampler):
             for j in range(top - 1, max(bounds[l], last) - 1, -1):
                 x = self.variational_step(x, grid[j + 1], grid[j], t_k, noise)
                 calls.check(f"DCPS block {l}, step {grid[j + 1]} -> {grid[j]}")
+                ops.check_flags(self._flags, f"DCPS block {l}, step {grid[j + 1]} -> {grid[j]}")
                 bar.update()
         bar.close()
 
@@ -227,19 +227,18 @@ class DCPS(Sampler):
             return ws.state(x).copy_(m)
         D = x.shape[1]
         lr_mu, lr_l = (self.lr * math.sqrt(var * D), self.lr * math.sqrt(D)) if self.lr_mode == "relative" else (self.lr, self.lr)
+        xi = noise.normal(out=ws("xi"))
+        if self.gradient_steps == 0:
+            return torch.add(m, xi, alpha=math.sqrt(var), out=ws.state(x))
         mu, log_std = ws("mu").copy_(m), ws("log_std").fill_(0.5 * math.log(var))
-        for _ in range(self.gradient_steps):
-            xi = noise.normal(out=ws("xi"))
-            std = torch.exp(log_std, out=ws("std"))
-            sample = torch.addcmul(mu, std, xi, out=ws("sample"))
+        sample = torch.add(mu, xi, alpha=math.sqrt(var), out=ws("sample"))
+        for k in range(self.gradient_steps):
             g = self.grad_log_backward(sample, t_prev, t_k)  # grad_x log beta_hat at the sample
-            # the loss -log beta_hat(mu + std xi) + KL(N(mu, std^2) || N(m, var)), by the chain rule:
-            # grad_mu = (mu - m) / var - g, grad_l = std^2 / var - 1 - g std xi. A normalised step
-            # only needs their directions, so both are formed times var > 0 (fewer passes, in place).
-            grad_mu = torch.sub(mu, m, out=ws("grad_mu")).sub_(g, alpha=var)
-            g_std_xi = g.mul_(std).mul_(xi)  # g is not needed after this
-            grad_l = std.mul_(std).sub_(g_std_xi, alpha=var).sub_(var)
-            normalized_step_(mu, grad_mu, lr_mu)
-            normalized_step_(log_std, grad_l, lr_l)
-        z = noise.normal(out=ws("xi"))
-        return torch.addcmul(mu, log_std.exp_(), z, out=ws.state(x))
+            # One fused kernel: the normalised steps on -log beta_hat(mu + std xi) + KL(N(mu, std^2)
+            # || N(m, var)) in mu and log std (gradients (mu - m) / var - g and std^2 / var - 1 -
+            # g std xi, by the chain rule), then the next sample with fresh xi (after the last
+            # step: x_{t_prev} itself).
+            out = ws.state(x) if k == self.gradient_steps - 1 else sample
+            sample = ops.variational_update(mu, log_std, m, g, xi, var, lr_mu, lr_l, seed=noise.key,
+                                            offset=noise.next_offset(), sample=out, flags=self._flags)
+        return sample
