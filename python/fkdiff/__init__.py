@@ -13,3 +13,8 @@ from .samplers import DCPS, DDRM, DPS, MCGDiff, PiGDM, SamplingResult
 __version__ = "0.1.0"
 
 __all__ = ["__version__", "backends", "ops", "MCGDiff", "DCPS", "DPS", "PiGDM", "DDRM", "SamplingResult"]
+
+from . import adapters  # noqa: E402
+from .adapters import from_diffusers, from_model_range, from_network, observation_to_model_range, to_model_range  # noqa: E402
+
+__all__ += ["adapters", "from_diffusers", "from_network", "to_model_range", "from_model_range", "observation_to_model_range"]
