@@ -74,7 +74,9 @@ class LinearOperator:
         """``A^T y`` for a batch ``(batch, *y_shape)``."""
         return self.V(self._scaled(self.Ut(y), self.dim_x))
 
-    __call__ = A
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """``A x`` (through the subclass's own :meth:`A` when it has a direct form)."""
+        return self.A(x)
 
     def rotated_observation(self, y: torch.Tensor) -> torch.Tensor:
         """``ybar_i = (U^T y)_i / s_i`` on the observed coordinates: ``(batch, rank)``."""

@@ -127,9 +127,6 @@ class ImageOperator(LinearOperator):
     def rank(self) -> int:
         return self._rank
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.A(x)
-
     def _scaled(self, spectral: torch.Tensor, out_dim: int) -> torch.Tensor:
         """``S`` (or ``S^T``) on spectral coordinates, with the cached singular values."""
         out = spectral.new_zeros(spectral.shape[0], out_dim)
