@@ -236,3 +236,27 @@ def test_sliced_wasserstein_matches_scipy():
     ours = metrics.wasserstein_1d(a @ theta, b @ theta).numpy()
     ref = [wasserstein_distance((a @ theta)[:, k].numpy(), (b @ theta)[:, k].numpy()) for k in range(7)]
     assert np.allclose(ours, ref, atol=1e-12)
+
+
+def test_network_denoiser_traces_x_only():
+    """A network with trainable weights: no graph through them on a plain call (samplers write
+    its outputs with out=), a graph in x when x requires grad (DPS, DCPS)."""
+    import fkdiff
+    from fkdiff.diffusion import EpsilonDenoiser, linear_schedule
+    from fkdiff.operators import box_inpainting
+
+    torch.manual_seed(0)
+    net = torch.nn.Conv2d(3, 3, 3, padding=1)
+    den = EpsilonDenoiser(lambda x, t: net(x), linear_schedule(1000))
+    x = torch.randn(2, 3, 8, 8)
+    x0, eps = den(x, 10)
+    assert not x0.requires_grad and not eps.requires_grad
+    xr = x.clone().requires_grad_(True)
+    x0, _ = den(xr, 10)
+    (g,) = torch.autograd.grad(x0.sum(), xr)
+    assert g.shape == x.shape and net.weight.grad is None
+    op = box_inpainting((3, 8, 8))
+    y = op.A(torch.randn(1, 3, 8, 8))[0]
+    result = fkdiff.MCGDiff(num_particles=4, num_steps=5)(den, op, y, 0.1, num_samples=2, progress=False,
+                                                          generator=torch.Generator().manual_seed(0))
+    assert result.samples.shape == (2, 3, 8, 8) and bool(torch.isfinite(result.samples).all())

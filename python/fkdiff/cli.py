@@ -4,6 +4,7 @@
     fkdiff bench samplers [options]  sampler throughput and memory against a plain PyTorch MCGdiff
     fkdiff demo                      MCGdiff and DCPS against an exact 2-D mixture posterior (PNG)
     fkdiff gmm [options]             the talk's Table 1 on the Gaussian-mixture benchmark
+    fkdiff train-prior [options]     train the bundled image prior (coloured MNIST DDPM, CPU)
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ def _cuda() -> bool:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="fkdiff", description="fkdiff command line")
-    sub = parser.add_subparsers(dest="command", metavar="{bench,demo,gmm}")
+    sub = parser.add_subparsers(dest="command", metavar="{bench,demo,gmm,train-prior}")
     bench = sub.add_parser("bench", help="benchmarks", add_help=False)
     bench.add_argument("what", nargs="?", choices=("kernels", "samplers"), help="which benchmark")
     sub.add_parser("demo", help="MCGdiff and DCPS against an exact mixture posterior", add_help=False)
     sub.add_parser("gmm", help="the talk's Table 1 on the Gaussian-mixture benchmark", add_help=False)
+    sub.add_parser("train-prior", help="train the bundled image prior (coloured MNIST DDPM)", add_help=False)
     args, rest = parser.parse_known_args(argv)
 
     if args.command == "bench":
@@ -55,6 +57,10 @@ def main(argv=None) -> int:
         from fkdiff import gmm_benchmark
 
         return gmm_benchmark.main(rest)
+    if args.command == "train-prior":
+        from fkdiff.prior import train
+
+        return train.main(rest)
     parser.print_help()
     return 0
 

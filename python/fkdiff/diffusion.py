@@ -242,7 +242,8 @@ class _NetworkDenoiser(Denoiser):
     """A network ``model(x, timestep) -> tensor`` (a ``torch.nn.Module`` or any callable).
 
     ``timestep`` is ``t - 1`` (the network's own index) as a 1-D long tensor of the batch size,
-    unless ``timestep_fn`` maps the table index otherwise."""
+    unless ``timestep_fn`` maps the table index otherwise. The network runs with autograd only
+    when grad mode is on and ``x`` requires grad (gradients in ``x``, never in its weights)."""
 
     def __init__(self, model: Callable, alphas_cumprod, timestep_fn: Callable[[int], int] | None = None):
         super().__init__(alphas_cumprod)
@@ -253,7 +254,10 @@ class _NetworkDenoiser(Denoiser):
 
     def _network(self, x: torch.Tensor, t: int) -> torch.Tensor:
         steps = torch.full((x.shape[0],), self.timestep_fn(t), dtype=torch.long, device=x.device)
-        out = self.model(x, steps)
+        # A graph only where a sampler differentiates in x (DPS, DCPS): never through the
+        # network's parameters, which would cost memory on every call and forbid out= writes.
+        with torch.set_grad_enabled(torch.is_grad_enabled() and x.requires_grad):
+            out = self.model(x, steps)
         if hasattr(out, "sample") and not isinstance(out, torch.Tensor):  # diffusers output
             out = out.sample
         if not isinstance(out, torch.Tensor) or out.shape != x.shape:
