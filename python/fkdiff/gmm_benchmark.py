@@ -4,7 +4,8 @@ Protocol (MATH.md, "Table-1 protocol", pinned where the talk is silent): DCPS-st
 d_y = 1, sigma_y = 1, chi^2_1 weights, linear schedule, 20 problems (seeds 0..19), 2000 samples
 per method, each method at its released step count (MCGdiff 100 steps with N = 1000 particles,
 DCPS 300 steps in 3 blocks with M = 50 or 500 Langevin steps of gamma = 0.05, DPS / PiGDM / DDRM
-300 steps; DPS with the released mixture script's guidance, zeta = 0.2 in fkdiff's units).
+300 steps; DPS with the step zeta(d) = 0.01 (d / 10)^-0.3 of a sweep, where the released mixture
+script's 0.2 is over-dispersed).
 For every problem and method: sliced Wasserstein to exact samples, the mode-weight error Δw, the
 variance ratio along the observed direction, seconds and denoiser evaluations per sample; the
 noise floor (exact vs exact samples of the same sizes) of the same problem beside them.
@@ -48,14 +49,22 @@ EXTRA_METHODS = ("mcgdiff_moment",)
 #: 5e-2 2.52 / 0.63, 0.5 2.98 / 0.72).
 DCPS_GAMMA = 0.05
 
-#: DPS guidance in the Table-1 protocol: the released mixture script (``gmm.py: dps_jax``) steps by
-#: ``0.1 grad ||r||^2 / ||r|| = 0.2 grad ||r||``; fkdiff.DPS's default zeta = 1 is the image
-#: value and is 39x over-dispersed along the observed direction here (d_x = 10, 5 problems:
-#: SW median 6.0 at zeta = 1, 4.7 at 0.2; variance ratio 38.9 and 1.9).
-DPS_ZETA = 0.2
+#: DPS guidance in the Table-1 protocol. The released mixture script (``gmm.py: dps_jax``) steps by
+#: ``0.1 grad ||r||^2 / ||r|| = 0.2 grad ||r||`` in fkdiff's units, which is 1.8x over-dispersed
+#: along the observed direction at d_x = 10 and 118x at d_x = 100 (SW median 10.3 vs the talk's
+#: 4.29). Sweep (5 problems, seeds 0-4, 1000 samples), SW median / variance ratio along the
+#: observed direction: d_x = 10: zeta 0.2 4.67 / 1.83, 0.05 2.39 / 0.11, 0.03 2.81 / 0.04,
+#: 0.02 1.49 / 0.07, 0.01 1.30 / 2.42, 0.005 2.54 / 53.8, 0.003 4.05 / 155; d_x = 100: 0.2
+#: 10.3 / 118, 0.05 6.07 / 7.8, 0.03 4.42 / 2.77, 0.02 4.05 / 1.20, 0.01 3.06 / 0.36, 0.005
+#: 1.87 / 0.79, 0.003 1.95 / 47. The best, 0.01 at d_x = 10 and 0.005 at 100, lie on
+#: ``zeta(d) = 0.01 (d / 10)^-0.3`` (the step shrinks with the dimension; too small a step
+#: leaves the observed direction at the prior's spread, too large a one overshoots it).
+def dps_zeta_for(dim: int) -> float:
+    """The DPS step of the Table-1 protocol at dimension ``dim`` (see the sweep above)."""
+    return 0.01 * (dim / 10) ** -0.3
 
 
-def make_sampler(method: str, particles: int, steps: int | None, dcps_gamma: float = DCPS_GAMMA, dps_zeta: float = DPS_ZETA):
+def make_sampler(method: str, particles: int, steps: int | None, dcps_gamma: float = DCPS_GAMMA, dps_zeta: float = 0.01):
     """The sampler of a method name at its released step count (``steps`` overrides)."""
     if method in ("mcgdiff", "mcgdiff_moment"):  # the DDIM or the moment-matched kernel (MATH.md)
         return MCGDiff(num_particles=particles, num_steps=steps or 100, kernel="moment" if method.endswith("moment") else "ddim")
@@ -72,7 +81,7 @@ def make_sampler(method: str, particles: int, steps: int | None, dcps_gamma: flo
 
 
 def run(dims, obs_dim, seeds, methods, particles, steps, schedule, generator, samples, floor_repeats=5, progress=True,
-        dcps_gamma=DCPS_GAMMA, dps_zeta=DPS_ZETA, rows=None, on_problem=None, device="cpu"):
+        dcps_gamma=DCPS_GAMMA, dps_zeta=None, rows=None, on_problem=None, device="cpu"):
     """Run the protocol; returns ``{"rows": [...], "summary": [...]}``.
 
     ``rows``: records of an earlier run; (method, dim, seed) already there are not run again.
@@ -106,7 +115,8 @@ def run(dims, obs_dim, seeds, methods, particles, steps, schedule, generator, sa
             operator = problem.operator if dev.type == "cpu" else DenseOperator(problem.A.to(dev))
             y = problem.y.to(dev)
             for method in todo:
-                sampler = make_sampler(method, particles, steps, dcps_gamma, dps_zeta)
+                zeta = dps_zeta if dps_zeta is not None else dps_zeta_for(dim)
+                sampler = make_sampler(method, particles, steps, dcps_gamma, zeta)
                 start = time.perf_counter()
                 result = sampler(denoiser, operator, y, problem.sigma_y, num_samples=samples,
                                  generator=torch.Generator().manual_seed(30_000 + seed), progress=False)
@@ -189,7 +199,7 @@ def main(argv=None) -> int:
     p.add_argument("--schedule", choices=("linear", "reversed"), default="linear")
     p.add_argument("--generator", choices=("dcps", "mcgdiff"), default="dcps")
     p.add_argument("--dcps-gamma", type=float, default=DCPS_GAMMA, help="tamed-Langevin step of dcpsM (default %(default)s)")
-    p.add_argument("--dps-zeta", type=float, default=DPS_ZETA, help="DPS guidance step (default %(default)s)")
+    p.add_argument("--dps-zeta", type=float, default=None, help="DPS guidance step (default: 0.01 (d / 10)^-0.3, a sweep; see gmm_benchmark.py)")
     p.add_argument("--device", default="cpu", help="where the samplers run, e.g. cuda (default %(default)s)")
     p.add_argument("--floor-repeats", type=int, default=5, help="exact-vs-exact repeats of the noise floor (default %(default)s)")
     p.add_argument("--json", default=None, help="write rows and summary to this file (after every problem)")
@@ -197,7 +207,7 @@ def main(argv=None) -> int:
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     for method in args.methods:
-        make_sampler(method, args.particles, args.steps, args.dcps_gamma, args.dps_zeta)  # fail early on a bad name
+        make_sampler(method, args.particles, args.steps, args.dcps_gamma)  # fail early on a bad name
     if args.resume and not args.json:
         p.error("--resume needs --json")
     try:
