@@ -21,6 +21,8 @@ mutation    ``2 N d s``  (parents read through the ancestors + output written; t
 langevin    ``3 N d s`` when a row fits on chip (GPU: ``d s <= 48 KiB``; CPU: always), else
             ``4 N d s`` (the gradient is read twice: norm pass, then update)
 normal      ``n s`` with ``n = N d`` (a write of the normals)
+variational ``9 N d s`` when a row fits on chip (read mu, log_std, m, g, xi; write mu, log_std,
+            xi, sample), else ``14 N d s`` (the five inputs are read twice: norms, then update)
 ==========  ==============================================================================
 
 Timing: CPU, ``time.perf_counter`` around each call; GPU, CUDA events around each call, after a
@@ -61,7 +63,7 @@ from typing import Callable
 
 import torch
 
-KERNELS = ("resample", "potential", "mutation", "langevin", "normal")
+KERNELS = ("resample", "potential", "mutation", "langevin", "normal", "variational")
 DEFAULT_SHAPES = ((1_000_000, 4), (100_000, 100), (64, 3 * 256 * 256))
 GPU_EXTRA_SHAPES = ((10_000_000, 4),)
 QUICK_SHAPES = ((100_000, 4), (10_000, 100), (8, 3 * 64 * 64))
@@ -402,12 +404,46 @@ def _build_normal(N, d, dtype, device, backend) -> Case:
     return Case(ours, plain, n * s, "ns (n=Nd)", check)
 
 
+def _build_variational(N, d, dtype, device, backend) -> Case:
+    from fkdiff import ops
+
+    s = torch.finfo(dtype).bits // 8
+    mu, m, G = (torch.randn(N, d, dtype=dtype, device=device) for _ in range(3))
+    ls = torch.full((N, d), -1.0, dtype=dtype, device=device)
+    xi = torch.randn(N, d, dtype=dtype, device=device)
+    sample = torch.empty_like(mu)
+    var, lr_mu, lr_l = 0.1, 0.1, 0.01  # small steps: repeated calls keep the state finite
+
+    def ours():
+        ops.variational_update(mu, ls, m, G, xi, var, lr_mu, lr_l, seed=SEED, offset=0, sample=sample, backend=backend)
+
+    def plain():  # DCPS's unfused chain (two normalised steps, then a fresh draw)
+        std = torch.exp(ls)
+        gm = (mu - m) - var * G
+        gl = std * std - var - var * G * std * xi
+        new_mu = mu - lr_mu * gm / gm.norm(dim=-1, keepdim=True)
+        new_ls = ls - lr_l * gl / gl.norm(dim=-1, keepdim=True)
+        z = torch.randn_like(mu)
+        return new_mu + torch.exp(new_ls) * z
+
+    def check():
+        ours()
+        gap = (sample.double() - mu.double() - torch.exp(ls.double()) * xi.double()).abs().max().item()
+        ok, msg = _noise_check(xi.double(), 2e-5)
+        return ok and gap < 1e-4, f"{msg}; sample - (mu + std xi) max {gap:.1e}"
+
+    on_chip = d < 512 if device == "cpu" else d * s <= ON_CHIP_ROW_BYTES
+    passes = 9 if on_chip else 14
+    return Case(ours, plain, passes * N * d * s, f"{passes}Nds", check)
+
+
 BUILDERS = {
     "resample": _build_resample,
     "potential": _build_potential,
     "mutation": _build_mutation,
     "langevin": _build_langevin,
     "normal": _build_normal,
+    "variational": _build_variational,
 }
 
 
@@ -678,8 +714,8 @@ ours: fkdiff.ops front door, outputs preallocated; torch: the plain PyTorch sequ
 temporaries); copy: dst.copy_(src) of the same bytes (floor). GB/s = minimum bytes / ours time:
 resample 2Nds+Ns+4N (int32 ancestors), potential Nds+Ns (m = d), mutation 2Nds (parents read
 through the ancestors + output written; the issue's 3Nds is in the JSON as gbps_issue_formula),
-langevin 3Nds (4Nds on a GPU when a row exceeds 48 KiB), normal ns with n = Nd. Medians of
-interleaved repeats{cold}."""
+langevin 3Nds (4Nds on a GPU when a row exceeds 48 KiB), normal ns with n = Nd, variational
+9Nds (14Nds for long rows). Medians of interleaved repeats{cold}."""
 
 
 def build_parser() -> argparse.ArgumentParser:
