@@ -5,16 +5,19 @@
 #
 # Steps: machine facts -> build and install with the CUDA kernels (Hopper only: sm_90) -> import
 # check (fkdiff._C.has_cuda()) -> the GPU tests -> MCGdiff at N = 1e5 against the exact posterior
-# (SCALE_SECONDS, 90) -> the kernel benchmark of the cuda and triton backends. Only a failed
+# (SCALE_SECONDS, 90) -> the image benchmark (MCGdiff N = 64 and DCPS on the 256 x 256 DDPM
+# network, step 5b) -> the kernel benchmark of the cuda and triton backends. Only a failed
 # build stops the run; every later step runs whatever the earlier ones gave, their exit codes are
 # listed at the end, then the benchmark table is printed LAST, and the script exits non-zero if
 # any step failed.
 #
 # Logs go to $OUT when it is set (else a fresh /tmp folder): build.log, tests.log, bench.log
-# (progress), bench_table.txt and bench_gpu.json (the benchmark records).
+# (progress), bench_table.txt and bench_gpu.json (the benchmark records); images.log,
+# images_table.txt and bench_images_gpu.json (the image benchmark), images_pip.log.
 # Time limits (seconds), overridable: GPU_CHECK_BUILD_TIMEOUT (300), GPU_CHECK_TEST_TIMEOUT (240,
 # the whole pytest run), GPU_CHECK_PER_TEST_TIMEOUT (120, with pytest-timeout),
-# GPU_CHECK_BENCH_SECONDS (120: no new benchmark case after this; a hard stop 60 s later).
+# GPU_CHECK_BENCH_SECONDS (120: no new benchmark case after this; a hard stop 60 s later),
+# GPU_CHECK_IMAGES_SECONDS (90: the image benchmark's hard stop; no new case after 2/3 of it).
 # GPU_CHECK_SKIP_BUILD=1 reuses the installed build (a rerun on a machine still warm).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -167,6 +170,50 @@ sys.exit(0 if ok and rows else 1)
 PYEOF
 set -e
 record scale "$rc"
+
+# ---- 5b. image benchmark: MCGdiff (N = 64) and DCPS on the 256 x 256 DDPM network ---- BEGIN ----
+# python -m fkdiff.bench.images (= bench/bench_images.py): seconds per sampler step and per
+# restored image, and the share of the time spent outside the network (target <= 5% at fp32),
+# for diffusers' UNet2DModel in the google/ddpm-*-256 layout with random weights, fp32 and bf16
+# autocast. diffusers is not in this image and nothing can be fetched here: its wheel travels in
+# .whl/ (git-ignored; name it in the run's carry) and is installed into a private folder put on
+# PYTHONPATH for this step only. Without it (or if it does not import) the benchmark uses fkdiff's
+# own UNet in the same layout (same parameter count) and says so in its table.
+IMAGES_SECONDS=${GPU_CHECK_IMAGES_SECONDS:-90}
+banner "image benchmark: MCGdiff N = 64 and DCPS, DDPM-256 network (at most ${IMAGES_SECONDS} s)"
+set +e
+IMAGES_ENV=()
+IMAGES_CHECK="import diffusers; from diffusers import UNet2DModel, DDPMScheduler"
+IMAGES_CHECK+="; print('diffusers', diffusers.__version__)"
+if "$PY" -c "$IMAGES_CHECK" 2>/dev/null; then
+  echo "(importable as installed)"
+elif ls .whl/diffusers-*.whl >/dev/null 2>&1; then
+  IMAGES_SITE=/tmp/fkdiff_images_site
+  IMAGES_PP="$IMAGES_SITE${PYTHONPATH:+:$PYTHONPATH}"
+  if "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$IMAGES_SITE" \
+       .whl/*.whl >"$LOGS/images_pip.log" 2>&1 \
+     && PYTHONPATH="$IMAGES_PP" "$PY" -c "$IMAGES_CHECK" >>"$LOGS/images_pip.log" 2>&1; then
+    echo "$(tail -n 1 "$LOGS/images_pip.log") (from .whl/, on PYTHONPATH for this step)"
+    IMAGES_ENV=(env "PYTHONPATH=$IMAGES_PP")
+  else
+    echo "diffusers from .whl/ did not install or import; last lines of images_pip.log:"
+    tail -n 8 "$LOGS/images_pip.log"
+    echo "-> the image benchmark uses fkdiff's UNet in the DDPM-256 layout instead"
+  fi
+else
+  echo "no .whl/diffusers-*.whl here (carry .whl): the image benchmark uses fkdiff's UNet in the DDPM-256 layout"
+fi
+{
+  timeout --signal=INT --kill-after=20 "$IMAGES_SECONDS" \
+    ${IMAGES_ENV[@]+"${IMAGES_ENV[@]}"} "$PY" -m fkdiff.bench.images --device cuda --networks ddpm256 \
+    --precision fp32 bf16 --max-seconds "$((IMAGES_SECONDS * 2 / 3))" --json "$LOGS/bench_images_gpu.json" \
+    >"$LOGS/images_table.txt"
+} 2>&1 | tee "$LOGS/images.log"
+rc=${PIPESTATUS[0]}
+cat "$LOGS/images_table.txt"
+set -e
+record images "$rc"
+# ---- 5b. image benchmark ------------------------------------------------------------- END ----
 
 # ---- 6. kernel benchmark: cuda and triton backends ------------------------------------------
 banner "bench: cuda + triton (no new case after ${BENCH_SECONDS} s)"
