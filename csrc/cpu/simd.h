@@ -262,41 +262,9 @@ inline const float* normals_tile(uint64_t seed, uint64_t e0, int64_t n, float* s
   return scratch + lane0;
 }
 
-// exp(x) for x <= 0 (float64, ~1 ulp); x < -708 (and -inf) gives 0.
-inline vd vexp_neg(vd x) {
-  const vi64 tiny = (vi64)(x < -708.0);
-  x = tiny ? -708.0 : x;
-  const double shifter = 6755399441055744.0;  // 1.5 * 2^52
-  vd t = x * 1.4426950408889634 + shifter;
-  vd n = t - shifter;
-  vd r = x - n * 6.93147180369123816490e-01;
-  r = r - n * 1.90821492927058770002e-10;
-  vd p = vd{} + 1.0 / 6227020800.0;
-  p = p * r + 1.0 / 479001600.0;
-  p = p * r + 1.0 / 39916800.0;
-  p = p * r + 1.0 / 3628800.0;
-  p = p * r + 1.0 / 362880.0;
-  p = p * r + 1.0 / 40320.0;
-  p = p * r + 1.0 / 5040.0;
-  p = p * r + 1.0 / 720.0;
-  p = p * r + 1.0 / 120.0;
-  p = p * r + 1.0 / 24.0;
-  p = p * r + 1.0 / 6.0;
-  p = p * r + 0.5;
-  p = p * r + 1.0;
-  p = p * r + 1.0;
-  vi64 ni = (vi64)t - (vi64)(vd{} + shifter);
-  vd scale = (vd)((ni + 1023) << 52);
-  vd res = p * scale;
-  return tiny ? 0.0 : res;
-}
-
-// exp(x) for any float64 x (~1 ulp): 0 below -708, +inf above 709.78, NaN stays NaN.
-inline vd vexp_d(vd x) {
-  const vi64 huge = (vi64)(x > 709.78);
-  const vi64 tiny = (vi64)(x < -708.0);
-  vd c = tiny ? -708.0 : x;
-  c = c > 709.0 ? 709.0 : c;
+// exp(c) for float64 c already clamped to [-708, 709]: Cody–Waite reduction by ln 2 and a
+// degree-13 polynomial, scaled by 2^n through the exponent bits (~1 ulp).
+inline vd exp_core_d(vd c) {
   const double shifter = 6755399441055744.0;  // 1.5 * 2^52
   vd t = c * 1.4426950408889634 + shifter;
   vd n = t - shifter;
@@ -317,7 +285,23 @@ inline vd vexp_d(vd x) {
   p = p * r + 1.0;
   p = p * r + 1.0;
   vi64 ni = (vi64)t - (vi64)(vd{} + shifter);
-  vd res = p * (vd)((ni + 1023) << 52);
+  return p * (vd)((ni + 1023) << 52);
+}
+
+// exp(x) for x <= 0 (float64, ~1 ulp); x < -708 (and -inf) gives 0.
+inline vd vexp_neg(vd x) {
+  const vi64 tiny = (vi64)(x < -708.0);
+  const vd res = exp_core_d(tiny ? -708.0 : x);
+  return tiny ? 0.0 : res;
+}
+
+// exp(x) for any float64 x (~1 ulp): 0 below -708, +inf above 709.78, NaN stays NaN.
+inline vd vexp_d(vd x) {
+  const vi64 huge = (vi64)(x > 709.78);
+  const vi64 tiny = (vi64)(x < -708.0);
+  vd c = tiny ? -708.0 : x;
+  c = c > 709.0 ? 709.0 : c;
+  vd res = exp_core_d(c);
   res = tiny ? 0.0 : res;
   return huge ? __builtin_inf() : res;
 }

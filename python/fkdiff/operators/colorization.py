@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from .image_base import DEFAULT_S_MIN, ImageOperator, check_x_shape, householder_with_first
+from .image_base import DEFAULT_S_MIN, IdentityUOperator, check_x_shape, householder_with_first
 
 __all__ = ["Colorization"]
 
 
-class Colorization(ImageOperator):
+class Colorization(IdentityUOperator):
     """``y[0, h, w] = (x[0, h, w] + x[1, h, w] + x[2, h, w]) / 3``; ``x_shape = (3, H, W)``,
     ``y_shape = (1, H, W)``.
 
@@ -39,15 +39,6 @@ class Colorization(ImageOperator):
         """``(batch, 3 H W) -> (batch, 3, H, W)``."""
         self._check_flat(xbar, self.dim_x, "xbar")
         return (self._const("Q", xbar) @ xbar.view(xbar.shape[0], 3, -1)).view(xbar.shape[0], *self.x_shape)
-
-    def Ut(self, y: torch.Tensor) -> torch.Tensor:
-        """``(batch, 1, H, W) -> (batch, H W)``: ``y`` flattened."""
-        self.check_y(y)
-        return y.reshape(y.shape[0], -1).clone()
-
-    def U(self, ybar: torch.Tensor) -> torch.Tensor:
-        self._check_flat(ybar, self.dim_y, "ybar")
-        return ybar.reshape(ybar.shape[0], *self.y_shape).clone()
 
     def A(self, x: torch.Tensor) -> torch.Tensor:
         """The channel mean, ``(batch, 1, H, W)``."""

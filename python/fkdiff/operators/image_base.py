@@ -152,6 +152,21 @@ class ImageOperator(LinearOperator):
         return f"{type(self).__name__}(x_shape={self.x_shape}, y_shape={self.y_shape}, rank={self.rank})"
 
 
+class IdentityUOperator(ImageOperator):
+    """An image operator whose left singular vectors are the identity (``U = I``): ``Ut``
+    flattens ``y`` and ``U`` reshapes it back (super-resolution by pooling, colorization,
+    denoising)."""
+
+    def Ut(self, y: torch.Tensor) -> torch.Tensor:
+        """``(batch, *y_shape) -> (batch, d_y)``: ``y`` flattened."""
+        self.check_y(y)
+        return y.reshape(y.shape[0], -1).clone()
+
+    def U(self, ybar: torch.Tensor) -> torch.Tensor:
+        self._check_flat(ybar, self.dim_y, "ybar")
+        return ybar.reshape(ybar.shape[0], *self.y_shape).clone()
+
+
 class KroneckerOperator(ImageOperator):
     """``Y_c = A_h X_c A_w^T`` for every channel ``c``, i.e. ``A = I_C ⊗ A_h ⊗ A_w``.
 

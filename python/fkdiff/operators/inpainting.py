@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from .image_base import DEFAULT_S_MIN, ImageOperator, check_x_shape
+from .image_base import DEFAULT_S_MIN, IdentityUOperator, ImageOperator, check_x_shape
 
 __all__ = ["Inpainting", "Outpainting", "Denoising", "box_inpainting", "random_inpainting", "half_inpainting"]
 
@@ -123,7 +123,7 @@ class Outpainting(Inpainting):
         super().__init__(_centre_box(x_shape, box_size, fraction), x_shape)
 
 
-class Denoising(ImageOperator):
+class Denoising(IdentityUOperator):
     """The identity, ``y = x`` (``y_shape = x_shape``): every singular value 1, ``V = U = I``.
 
     The full-mask case of :class:`Inpainting` without its permutation. Every method returns a new
@@ -141,14 +141,6 @@ class Denoising(ImageOperator):
     def V(self, xbar):
         self._check_flat(xbar, self.dim_x, "xbar")
         return xbar.reshape(xbar.shape[0], *self.x_shape).clone()
-
-    def Ut(self, y):
-        self.check_y(y)
-        return y.reshape(y.shape[0], -1).clone()
-
-    def U(self, ybar):
-        self._check_flat(ybar, self.dim_y, "ybar")
-        return ybar.reshape(ybar.shape[0], *self.y_shape).clone()
 
     def A(self, x):
         self.check_x(x)

@@ -13,7 +13,7 @@ import operator
 import torch
 import torch.nn.functional as F
 
-from .image_base import DEFAULT_S_MIN, ImageOperator, KroneckerOperator, check_s_min, check_x_shape, householder_with_first
+from .image_base import DEFAULT_S_MIN, IdentityUOperator, KroneckerOperator, check_s_min, check_x_shape, householder_with_first
 
 __all__ = ["SuperResolution", "BicubicSuperResolution", "bicubic_matrix"]
 
@@ -33,7 +33,7 @@ def _check_factor(factor, x_shape) -> int:
     return r
 
 
-class SuperResolution(ImageOperator):
+class SuperResolution(IdentityUOperator):
     """``r x r`` average pooling: ``y[c, i, j] = mean(x[c, r i : r i + r, r j : r j + r])``.
 
     Args:
@@ -79,15 +79,6 @@ class SuperResolution(ImageOperator):
         b = self._const("Q", xbar) @ xbar.view(xbar.shape[0], r * r, -1)
         b = b.view(xbar.shape[0], r, r, C, H // r, W // r).permute(0, 3, 4, 1, 5, 2)
         return b.reshape(xbar.shape[0], C, H, W)
-
-    def Ut(self, y: torch.Tensor) -> torch.Tensor:
-        """``(batch, C, H/r, W/r) -> (batch, d_y)``: ``y`` flattened (``U = I``)."""
-        self.check_y(y)
-        return y.reshape(y.shape[0], -1).clone()
-
-    def U(self, ybar: torch.Tensor) -> torch.Tensor:
-        self._check_flat(ybar, self.dim_y, "ybar")
-        return ybar.reshape(ybar.shape[0], *self.y_shape).clone()
 
     def A(self, x: torch.Tensor) -> torch.Tensor:
         """Block means (``avg_pool2d``)."""
