@@ -34,7 +34,7 @@ export PYTHONUNBUFFERED=1
 # The kernel tests (every backend against the reference) and the samplers on CUDA tensors
 # (tests/test_samplers_gpu.py; the other sampler tests run on CPU tensors and stay in CI). Fewer
 # hypothesis examples than CI: each new shape compiles Triton kernels.
-GPU_TESTS=${GPU_CHECK_TESTS:-"tests/test_noise.py tests/test_resample.py tests/test_potential.py tests/test_mutation_langevin.py tests/test_errors.py tests/test_backends.py tests/test_samplers_gpu.py"}
+GPU_TESTS=${GPU_CHECK_TESTS:-"tests/test_noise.py tests/test_resample.py tests/test_potential.py tests/test_mutation_langevin.py tests/test_variational.py tests/test_errors.py tests/test_backends.py tests/test_samplers_gpu.py"}
 export FKDIFF_HYPOTHESIS_EXAMPLES=${FKDIFF_HYPOTHESIS_EXAMPLES:-10}
 # No network there: never let pip look for an index or a newer pip.
 export PIP_NO_INDEX=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 PIP_ROOT_USER_ACTION=ignore
