@@ -153,32 +153,20 @@ class NetworkClock:
         return self._seconds
 
 
-class _BackwardEnds(torch.autograd.Function):
-    """Identity on the network's input: its backward runs once the network's backward is done."""
+class _BackwardMark(torch.autograd.Function):
+    """Identity whose backward calls ``clock.start("backward")`` or ``clock.stop("backward")``: on
+    the network's output it runs before the network's backward (``"start"``), on its input after
+    it (``"stop"``)."""
 
     @staticmethod
-    def forward(ctx, x, clock):
-        ctx.clock = clock
+    def forward(ctx, x, clock, action):
+        ctx.clock, ctx.action = clock, action
         return x.view_as(x)
 
     @staticmethod
     def backward(ctx, grad):
-        ctx.clock.stop("backward")
-        return grad, None
-
-
-class _BackwardStarts(torch.autograd.Function):
-    """Identity on the network's output: its backward runs first, before the network's."""
-
-    @staticmethod
-    def forward(ctx, out, clock):
-        ctx.clock = clock
-        return out.view_as(out)
-
-    @staticmethod
-    def backward(ctx, grad):
-        ctx.clock.start("backward")
-        return grad, None
+        getattr(ctx.clock, ctx.action)("backward")
+        return grad, None, None
 
 
 class TimedNetwork(torch.nn.Module):
@@ -196,7 +184,7 @@ class TimedNetwork(torch.nn.Module):
         clock = self.clock
         clock.start("forward")
         grad = torch.is_grad_enabled() and x.requires_grad
-        xin = _BackwardEnds.apply(x, clock) if grad else x
+        xin = _BackwardMark.apply(x, clock, "stop") if grad else x
         ctx = torch.autocast(x.device.type, dtype=self.autocast) if self.autocast is not None else contextlib.nullcontext()
         with ctx:
             out = self.net(xin, timestep, **kwargs)
@@ -205,7 +193,7 @@ class TimedNetwork(torch.nn.Module):
         if out.dtype != x.dtype:
             out = out.to(x.dtype)
         if grad:
-            out = _BackwardStarts.apply(out, clock)
+            out = _BackwardMark.apply(out, clock, "start")
         clock.stop("forward")
         return out
 
