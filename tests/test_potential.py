@@ -109,3 +109,75 @@ def test_potential_nan_is_flagged(backend):
     assert torch.isnan(got[2]) and bool(torch.isfinite(got[[0, 1, 3]]).all())
     with pytest.raises(ValueError, match="x: the Gaussian potential came out NaN"):
         ops.check_flags(flags)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("d, m", [(64, 64), (100, 97), (16389, 16389), (40001, 33000)])
+def test_potential_long_rows(backend, dtype, d, m):
+    """Rows of at least 64 coordinates (the long-row path; rows over 16384 coordinates are summed
+    in column chunks): per-population t, a, v with an unobserved coordinate, accumulate, const,
+    against the reference; and the fused two-form weight with long forms."""
+    name, device = backend
+    if interpreted(name, device) and d > 100:
+        pytest.skip("the interpreter is slow on long rows")
+    gen = torch.Generator().manual_seed(d)
+    B, N = 2, 37
+    x = torch.randn(B, N, d, generator=gen, dtype=torch.float64).to(dtype)
+    t = torch.randn(B, m, generator=gen, dtype=torch.float64).to(dtype)
+    a = (0.5 + torch.rand(B, m, generator=gen, dtype=torch.float64)).to(dtype)
+    v = (0.1 + torch.rand(B, m, generator=gen, dtype=torch.float64)).to(dtype)
+    v[:, m // 2] = math.inf
+    base = torch.randn(B, N, generator=gen, dtype=torch.float64).to(dtype)
+    const = torch.randn(B, generator=gen, dtype=torch.float64)
+    got = ops.gaussian_log_potential(x.to(device), t.to(device), v.to(device), scale=a.to(device), coords=m,
+                                     const=const.to(device), out=base.clone().to(device), accumulate=True, backend=name)
+    tt, aa, vv = (z.double()[:, None, :] for z in (t, a, v))
+    terms = torch.where(torch.isinf(vv), 0.0, (tt - aa * x.double()[..., :m]) ** 2 / (2 * vv))
+    expect = -terms.sum(-1) + const[:, None] + base.double()
+    close(got, expect, terms.abs().sum(-1) + base.double().abs() + const.abs()[:, None], dtype)
+
+    mean = torch.randn(B, N, d, generator=gen, dtype=torch.float64).to(dtype)
+    var_new = (0.3 + torch.rand(m, generator=gen, dtype=torch.float64)).to(dtype)
+    got2 = ops.mcgdiff_log_weight(mean.to(device), x.to(device), t[0].to(device), var_new.to(device), t[1].to(device),
+                                  v[1].to(device), coords=m, normalized=False, backend=name)
+    new = (t[0].double() - mean.double()[..., :m]) ** 2 / (2 * var_new.double())
+    old = torch.where(torch.isinf(v[1].double()), 0.0, (x.double()[..., :m] - t[1].double()) ** 2 / (2 * v[1].double()))
+    close(got2, -new.sum(-1) + old.sum(-1), new.sum(-1) + old.sum(-1), dtype)
+
+
+@pytest.mark.parametrize("d", [5, 100, 40001])
+def test_cpu_potential_is_independent_of_the_thread_count(d):
+    """Same bits with 1 and 2 threads (tiles and column chunks do not depend on the thread count)."""
+    if "cpu" not in ops.backends()["cpu"]["devices"]:
+        pytest.skip("the compiled CPU backend is not built")
+    x = torch.randn(3, 129, d, generator=torch.Generator().manual_seed(3))
+    before = torch.get_num_threads()
+    try:
+        outs = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            outs.append(ops.mcgdiff_log_weight(x, x.flip(1), 0.3, 0.7, -0.2, 1.3, coords=d, backend="cpu"))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(outs[0], outs[1])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("N", [1, 7, 8, 37, 1000])
+def test_potential_rows_of_four(backend, dtype, N):
+    """(B, N, 4) with nothing added (the benchmark's shape; the CPU backend writes -Q straight into
+    the output there): against the reference, and a NaN row is flagged."""
+    name, device = backend
+    gen = torch.Generator().manual_seed(N)
+    x = torch.randn(2, N, 4, generator=gen, dtype=torch.float64).to(dtype)
+    t = torch.randn(2, 4, generator=gen, dtype=torch.float64).to(dtype)
+    v = (0.1 + torch.rand(2, 4, generator=gen, dtype=torch.float64)).to(dtype)
+    got = ops.gaussian_log_potential(x.to(device), t.to(device), v.to(device), backend=name)
+    terms = (t.double()[:, None] - x.double()) ** 2 / (2 * v.double()[:, None])
+    close(got, -terms.sum(-1), terms.sum(-1), dtype)
+    x[1, N // 2, 3] = math.nan
+    flags = ops.new_flags(device)
+    got = ops.gaussian_log_potential(x.to(device), t.to(device), v.to(device), backend=name, flags=flags)
+    assert torch.isnan(got[1, N // 2]) and int(torch.isnan(got).sum()) == 1
+    with pytest.raises(ValueError, match="NaN"):
+        ops.check_flags(flags)

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 #if defined(_OPENMP)
@@ -551,61 +552,96 @@ inline T precision_of(T v) {
   return std::fabs(v) == std::numeric_limits<T>::infinity() ? T(0) : T(0.5) / v;
 }
 
-// Q for nrows rows starting at row pointer x (stride ld) with per-coordinate t, a, v (length m).
-// Long rows: coordinate segments of kSeg (precision 0.5 / v computed once per segment and tile),
-// each row accumulated in 4 vector accumulators over all segments, in a fixed order.
-constexpr int64_t kSeg = 1024;
+// Long rows (m >= kShortM). The coordinates are cut into column chunks of kCols (fixed, so the
+// split never depends on the thread count or the row tiling). For one (population, chunk) the
+// precisions 0.5 / v are computed once into a per-thread buffer (reused while consecutive tiles
+// share them); each row then streams its part of the chunk in one pass with 4 vector accumulators
+// held in registers, summed as lanes of (a0 + a1) + (a2 + a3) in order, then the scalar tail.
+// Rows of at most kCols coordinates are one chunk; longer rows (images) get one partial sum per
+// chunk, combined in chunk order in float64. (The previous layout kept 4 accumulators per row of
+// a 256-row tile in memory, 32 KiB of L1 churned alongside the stream, and re-read t, a, v once
+// per 4-row tile on image rows: 49-54% of the copy bandwidth.)
+constexpr int64_t kCols = 16384;
+constexpr int64_t kLongTileRows = 16;  // rows per work item when rows are split into chunks
+
 template <class T>
-void quad_long(const T* x, int64_t ld, int64_t m, const T* t, const T* a, const T* v, int64_t nrows,
-               double* q) {
+struct LongQuad {
+  std::unique_ptr<T[]> pr;
+  const T* key = nullptr;
+  int64_t key_c0 = -1;
+  explicit LongQuad(int64_t m) : pr(new T[std::min(m, kCols)]) {}
+  // precisions of v[c0 : c0 + n], n <= min(m, kCols)
+  const T* prepare(const T* v, int64_t c0, int64_t n) {
+    if (v != key || c0 != key_c0) {
+      for (int64_t i = 0; i < n; ++i) pr[i] = precision_of(v[c0 + i]);
+      key = v;
+      key_c0 = c0;
+    }
+    return pr.get();
+  }
+};
+
+// Q of 4 rows over n coordinates (precisions pr): the coefficient vectors are loaded once for
+// the 4 rows, and each row has 2 accumulators (8 independent chains: one accumulator per row was
+// latency bound at 11.7 GB/s on one core on d = 100 rows, where a plain read runs at 17). Each
+// row sums its lanes of (s0 + s1) in order, then its scalar tail: the same order whichever rows
+// are grouped (a tile's last rows repeat a row pointer).
+template <class T>
+inline void quad4(const T* const xr[4], const T* __restrict t, const T* __restrict a, const T* __restrict pr,
+                  int64_t n, double q[4]) {
   typedef typename VecOf<T>::type V;
   constexpr int L = VecOf<T>::n;
-  static_assert(kSeg % (4 * L) == 0, "segment");
-  alignas(64) T pr[kSeg];
-  V acc[kMaxRows][4];
-  T tail[kMaxRows];
-  for (int64_t r = 0; r < nrows; ++r) {
-    acc[r][0] = acc[r][1] = acc[r][2] = acc[r][3] = V{};
-    tail[r] = 0;
+  // named accumulators: arrays of vectors initialised with = {} compiled to two `rep stos` on
+  // the stack per call, ~40% of the time on d = 100 rows
+  const T *x0 = xr[0], *x1 = xr[1], *x2 = xr[2], *x3 = xr[3];
+  const V z = V{} * T(0);
+  V u0 = z, u1 = z, u2 = z, u3 = z, w0 = z, w1 = z, w2 = z, w3 = z;
+  int64_t i = 0;
+#define FK_ACC(S, X, TV, AV, PV, OFF)                 \
+  {                                                   \
+    const V d_ = TV - AV * vload<V>(X + i + OFF);     \
+    S += d_ * d_ * PV;                                \
   }
-  for (int64_t i0 = 0; i0 < m; i0 += kSeg) {
-    const int64_t n = std::min(kSeg, m - i0);
-    for (int64_t i = 0; i < n; ++i) pr[i] = precision_of(v[i0 + i]);
-    const T* ts = t + i0;
-    const T* as = a + i0;
-    const int64_t nv = n - n % (4 * L);
-    for (int64_t r = 0; r < nrows; ++r) {
-      const T* xr = x + r * ld + i0;
-      V a0 = acc[r][0], a1 = acc[r][1], a2 = acc[r][2], a3 = acc[r][3];
-      for (int64_t i = 0; i < nv; i += 4 * L) {
-#define FK_TERM(ACC, OFF)                                                                  \
-  {                                                                                        \
-    const V d = vload<V>(ts + i + OFF) - vload<V>(as + i + OFF) * vload<V>(xr + i + OFF); \
-    ACC += d * d * vload<V>(pr + i + OFF);                                                 \
+  for (; i + 2 * L <= n; i += 2 * L) {
+    const V t0 = vload<V>(t + i), a0 = vload<V>(a + i), p0 = vload<V>(pr + i);
+    const V t1 = vload<V>(t + i + L), a1 = vload<V>(a + i + L), p1 = vload<V>(pr + i + L);
+    FK_ACC(u0, x0, t0, a0, p0, 0) FK_ACC(w0, x0, t1, a1, p1, L)
+    FK_ACC(u1, x1, t0, a0, p0, 0) FK_ACC(w1, x1, t1, a1, p1, L)
+    FK_ACC(u2, x2, t0, a0, p0, 0) FK_ACC(w2, x2, t1, a1, p1, L)
+    FK_ACC(u3, x3, t0, a0, p0, 0) FK_ACC(w3, x3, t1, a1, p1, L)
   }
-        FK_TERM(a0, 0)
-        FK_TERM(a1, L)
-        FK_TERM(a2, 2 * L)
-        FK_TERM(a3, 3 * L)
-#undef FK_TERM
-      }
-      acc[r][0] = a0;
-      acc[r][1] = a1;
-      acc[r][2] = a2;
-      acc[r][3] = a3;
-      T s = tail[r];
-      for (int64_t i = nv; i < n; ++i) {
-        const T d = ts[i] - as[i] * xr[i];
-        s += d * d * pr[i];
-      }
-      tail[r] = s;
+  if (i + L <= n) {
+    const V t0 = vload<V>(t + i), a0 = vload<V>(a + i), p0 = vload<V>(pr + i);
+    FK_ACC(u0, x0, t0, a0, p0, 0) FK_ACC(u1, x1, t0, a0, p0, 0)
+    FK_ACC(u2, x2, t0, a0, p0, 0) FK_ACC(u3, x3, t0, a0, p0, 0)
+    i += L;
+  }
+#undef FK_ACC
+  const V v[4] = {u0 + w0, u1 + w1, u2 + w2, u3 + w3};
+  T s[4] = {0, 0, 0, 0};
+  for (int l = 0; l < L; ++l)
+    for (int r = 0; r < 4; ++r) s[r] += v[r][l];
+  for (int64_t k = i; k < n; ++k) {
+    const T tk = t[k], ak = a[k], pk = pr[k];
+    for (int r = 0; r < 4; ++r) {
+      const T d = tk - ak * xr[r][k];
+      s[r] += d * d * pk;
     }
   }
-  for (int64_t r = 0; r < nrows; ++r) {
-    const V sum = (acc[r][0] + acc[r][1]) + (acc[r][2] + acc[r][3]);
-    T s = tail[r];
-    for (int l = 0; l < L; ++l) s += sum[l];
-    q[r] = (double)s;
+  for (int r = 0; r < 4; ++r) q[r] = (double)s[r];
+}
+
+// Q over coordinates [c0, c0 + n) (n <= kCols) of nrows rows starting at row pointer x (stride ld)
+template <class T>
+void quad_long(LongQuad<T>& lq, const T* x, int64_t ld, int64_t c0, int64_t n, const T* t, const T* a,
+               const T* v, int64_t nrows, double* q) {
+  const T* pr = lq.prepare(v, c0, n);
+  for (int64_t r = 0; r < nrows; r += 4) {
+    const T* xr[4];
+    for (int k = 0; k < 4; ++k) xr[k] = x + std::min<int64_t>(r + k, nrows - 1) * ld + c0;
+    double qq[4];
+    quad4(xr, t + c0, a + c0, pr, n, qq);
+    for (int k = 0; k < 4 && r + k < nrows; ++k) q[r + k] = qq[k];
   }
 }
 
@@ -648,7 +684,9 @@ struct ShortQuad {
   // lane 4j of each vector, instead of the strided loads of rows_fixed<4> (about 11 cycles a row
   // there, compute-bound at 40-50% of the copy bandwidth). Every row, tail rows included, sums
   // its terms as (e0 + e1) + (e2 + e3).
-  void rows4(const T* __restrict x, int64_t nrows, double* __restrict q) {
+  // emit(r, o): the sums of rows r .. r + L - 1 as one vector; emit1(r, s): one tail row's sum
+  template <class Emit, class Emit1>
+  void rows4(const T* __restrict x, int64_t nrows, Emit emit, Emit1 emit1) {
     typedef typename VecOf<T>::type V;
     typedef typename VecOf<T>::mask I;
     constexpr int L = VecOf<T>::n;
@@ -674,8 +712,7 @@ struct ShortQuad {
         e = e + __builtin_shuffle(e, sw1);
         s[k] = e + __builtin_shuffle(e, sw2);
       }
-      const V o = __builtin_shuffle(__builtin_shuffle(s[0], s[1], pick), __builtin_shuffle(s[2], s[3], pick), fin);
-      for (int l = 0; l < L; ++l) q[r + l] = (double)o[l];
+      emit(r, __builtin_shuffle(__builtin_shuffle(s[0], s[1], pick), __builtin_shuffle(s[2], s[3], pick), fin));
     }
     for (; r < nrows; ++r) {
       T e[4];
@@ -683,8 +720,16 @@ struct ShortQuad {
         const T d = tp[i] - ap[i] * x[r * 4 + i];
         e[i] = d * d * pp[i];
       }
-      q[r] = (double)((e[0] + e[1]) + (e[2] + e[3]));
+      emit1(r, (e[0] + e[1]) + (e[2] + e[3]));
     }
+  }
+  void rows4(const T* __restrict x, int64_t nrows, double* __restrict q) {
+    rows4(
+        x, nrows,
+        [q](int64_t r, const typename VecOf<T>::type& o) {
+          for (int l = 0; l < VecOf<T>::n; ++l) q[r + l] = (double)o[l];
+        },
+        [q](int64_t r, T v) { q[r] = (double)v; });
   }
   void rows(const T* x, int64_t ld, int64_t nrows, double* q) {
     if (ld == m) {
@@ -720,71 +765,143 @@ struct ShortQuad {
 };
 
 
+// One of the (at most two) quadratic forms of the potential kernel: its rows, coordinates and
+// per-population (t, a, v), and how its rows are summed (short patterns, one long chunk, or
+// several chunks with partial sums in a scratch of B N nch doubles).
+template <class T>
+struct QuadSpec {
+  const T *x, *t, *a, *v;
+  int64_t ld, m, tbs, abs_, vbs;
+  int64_t nch;  // column chunks (1 for short rows)
+  bool short_rows() const { return m > 0 && m < kShortM; }
+  const T* tb(int64_t b) const { return t + b * tbs; }
+  const T* ab(int64_t b) const { return a + b * abs_; }
+  const T* vb(int64_t b) const { return v + b * vbs; }
+};
+
+template <class T>
+QuadSpec<T> quad_spec(const void* x, int64_t ld, int64_t m, const void* t, const void* a, const void* v,
+                      int64_t tbs, int64_t abs_, int64_t vbs) {
+  QuadSpec<T> q{static_cast<const T*>(x), static_cast<const T*>(t), static_cast<const T*>(a),
+                static_cast<const T*>(v), ld, m, tbs, abs_, vbs, 1};
+  if (m >= kShortM) q.nch = (m + kCols - 1) / kCols;
+  return q;
+}
+
 template <class T, class O>
 void potential_impl(const PotentialArgs& A) {
-  const int64_t B = A.B, N = A.N, m = A.m, m2 = A.m2;
+  const int64_t B = A.B, N = A.N;
   const bool two = A.x2 != nullptr;
-  // Rows per tile: the short-row patterns need R*m <= kTile.
+  QuadSpec<T> Q[2] = {quad_spec<T>(A.x, A.ldx, A.m, A.t, A.a, A.v, A.tbs, A.abs_, A.vbs),
+                      two ? quad_spec<T>(A.x2, A.ld2, A.m2, A.t2, A.a2, A.v2, A.t2bs, A.a2bs, A.v2bs)
+                          : QuadSpec<T>{}};
+  const int nq = two ? 2 : 1;
+  // Rows per tile: the short-row patterns need R*m <= kTile; long rows take up to kMaxRows.
   // (Tiles only group rows: every row's sum is computed in the same order whatever R is.)
   auto rows_for = [](int64_t mm) -> int64_t {
     mm = std::max<int64_t>(mm, 1);
     if (mm < kShortM) return std::min<int64_t>(kMaxRows, std::max<int64_t>(1, kTile / mm));
     return std::min<int64_t>(kMaxRows, std::max<int64_t>(4, 65536 / mm));
   };
-  int64_t R = rows_for(m);
-  if (two) R = std::min(R, rows_for(m2));
+  int64_t R = rows_for(Q[0].m);
+  if (two) R = std::min(R, rows_for(Q[1].m));
   const int64_t ntile = (N + R - 1) / R;
-  const T* X = static_cast<const T*>(A.x);
-  const T* X2 = static_cast<const T*>(A.x2);
+  const int64_t work = B * N * (A.m + (two ? A.m2 : 0));
+  const bool plain4 = !two && !A.cst && !A.accumulate && A.m == 4 && A.ldx == 4;
+
+  // Phase 1, only for rows longer than kCols: partial sums per (row, chunk), items ordered
+  // population-major, then chunk, then tiles of kLongTileRows rows (consecutive items share the
+  // chunk's precisions).
+  std::vector<double> partial[2];
+  const int64_t ltile = (N + kLongTileRows - 1) / kLongTileRows;
+  for (int k = 0; k < nq; ++k) {
+    const QuadSpec<T>& q = Q[k];
+    if (q.nch <= 1) continue;
+    partial[k].resize((size_t)(B * N * q.nch));
+    double* P = partial[k].data();
+    parallel_ranges(B * q.nch * ltile, A.nthreads, B * N * q.m, [&](int64_t lo, int64_t hi) {
+      LongQuad<T> lq(q.m);
+      double buf[kLongTileRows];
+      for (int64_t item = lo; item < hi; ++item) {
+        const int64_t b = item / (q.nch * ltile), c = (item / ltile) % q.nch, j0 = (item % ltile) * kLongTileRows;
+        const int64_t nr = std::min(kLongTileRows, N - j0), c0 = c * kCols;
+        quad_long(lq, q.x + (b * N + j0) * q.ld, q.ld, c0, std::min(kCols, q.m - c0), q.tb(b), q.ab(b), q.vb(b), nr,
+                  buf);
+        for (int64_t r = 0; r < nr; ++r) P[(b * N + j0 + r) * q.nch + c] = buf[r];
+      }
+    });
+  }
+
+  // Phase 2: per tile of R rows, each quadratic form (directly, or from its partial sums), then
+  // -Q1 + Q2 + const (+ existing log-weights), the output and the NaN flag.
   O* out = static_cast<O*>(A.out);
-  parallel_ranges(B * ntile, A.nthreads, B * N * (m + (two ? m2 : 0)), [&](int64_t lo, int64_t hi) {
-    std::unique_ptr<ShortQuad<T>> sq1, sq2;
-    if (m < kShortM) {
-      sq1.reset(new ShortQuad<T>);
-      sq1->R = R;
-      sq1->m = m;
+  parallel_ranges(B * ntile, A.nthreads, work, [&](int64_t lo, int64_t hi) {
+    std::unique_ptr<ShortQuad<T>> sq[2];
+    std::unique_ptr<LongQuad<T>> lq[2];
+    for (int k = 0; k < nq; ++k) {
+      if (Q[k].short_rows()) {
+        sq[k].reset(new ShortQuad<T>);
+        sq[k]->R = R;
+        sq[k]->m = Q[k].m;
+      } else if (Q[k].m > 0 && Q[k].nch == 1) {
+        lq[k].reset(new LongQuad<T>(Q[k].m));
+      }
     }
-    if (two && m2 < kShortM) {
-      sq2.reset(new ShortQuad<T>);
-      sq2->R = R;
-      sq2->m = m2;
-    }
-    double q1[kMaxRows], q2[kMaxRows];
+    double qs[2][kMaxRows];
     bool nan = false;
     for (int64_t task = lo; task < hi; ++task) {
       const int64_t b = task / ntile, j0 = (task % ntile) * R;
       const int64_t nr = std::min(R, N - j0);
-      const T* t = static_cast<const T*>(A.t) + b * A.tbs;
-      const T* a = static_cast<const T*>(A.a) + b * A.abs_;
-      const T* v = static_cast<const T*>(A.v) + b * A.vbs;
-      const T* x = X + (b * N + j0) * A.ldx;
-      if (m == 0) {
-        for (int64_t r = 0; r < nr; ++r) q1[r] = 0;
-      } else if (sq1) {
-        sq1->build(b, t, a, v);
-        sq1->rows(x, A.ldx, nr, q1);
-      } else {
-        quad_long(x, A.ldx, m, t, a, v, nr, q1);
-      }
-      if (two) {
-        const T* t2 = static_cast<const T*>(A.t2) + b * A.t2bs;
-        const T* a2 = static_cast<const T*>(A.a2) + b * A.a2bs;
-        const T* v2 = static_cast<const T*>(A.v2) + b * A.v2bs;
-        const T* x2 = X2 + (b * N + j0) * A.ld2;
-        if (m2 == 0) {
-          for (int64_t r = 0; r < nr; ++r) q2[r] = 0;
-        } else if (sq2) {
-          sq2->build(b, t2, a2, v2);
-          sq2->rows(x2, A.ld2, nr, q2);
-        } else {
-          quad_long(x2, A.ld2, m2, t2, a2, v2, nr, q2);
+      if constexpr (std::is_same<T, O>::value && VecOf<T>::n % 4 == 0) {
+        // the (N, 4) rows of one form with nothing added: -Q straight into the output (the
+        // float64 round trip of the general epilogue cost as much as the sums themselves)
+        if (plain4) {
+          typedef typename VecOf<T>::type V;
+          sq[0]->build(b, Q[0].tb(b), Q[0].ab(b), Q[0].vb(b));
+          O* o = out + b * N + j0;
+          typename VecOf<T>::mask bad{};
+          bool bad1 = false;
+          sq[0]->rows4(
+              Q[0].x + (b * N + j0) * 4, nr,
+              [&](int64_t r, const V& q) {
+                vstore(o + r, -q);
+                bad |= (q != q);
+              },
+              [&](int64_t r, T q) {
+                o[r] = -q;
+                bad1 |= q != q;
+              });
+          for (int l = 0; l < VecOf<T>::n; ++l) bad1 |= bad[l] != 0;
+          nan |= bad1;
+          continue;
         }
       }
+      for (int k = 0; k < nq; ++k) {
+        const QuadSpec<T>& q = Q[k];
+        double* qk = qs[k];
+        const T* x = q.x + (b * N + j0) * q.ld;
+        if (q.m == 0) {
+          for (int64_t r = 0; r < nr; ++r) qk[r] = 0;
+        } else if (sq[k]) {
+          sq[k]->build(b, q.tb(b), q.ab(b), q.vb(b));
+          sq[k]->rows(x, q.ld, nr, qk);
+        } else if (lq[k]) {
+          quad_long(*lq[k], x, q.ld, 0, q.m, q.tb(b), q.ab(b), q.vb(b), nr, qk);
+        } else {
+          const double* P = partial[k].data() + (b * N + j0) * q.nch;
+          for (int64_t r = 0; r < nr; ++r) {
+            double s = 0;
+            for (int64_t c = 0; c < q.nch; ++c) s += P[r * q.nch + c];
+            qk[r] = s;
+          }
+        }
+      }
+      double* q1 = qs[0];
       O* o = out + b * N + j0;
       const double c = A.cst ? A.cst[b] : 0.0;
       for (int64_t r = 0; r < nr; ++r) q1[r] = -q1[r];
       if (two)
-        for (int64_t r = 0; r < nr; ++r) q1[r] += q2[r];
+        for (int64_t r = 0; r < nr; ++r) q1[r] += qs[1][r];
       if (A.cst)
         for (int64_t r = 0; r < nr; ++r) q1[r] += c;
       if (A.accumulate)
