@@ -4,20 +4,28 @@
 #   bash bench/gpu_check.sh          # from the repository root, as root; python3 holds torch
 #
 # Steps: machine facts -> build and install with the CUDA kernels (Hopper only: sm_90) -> import
-# check (fkdiff._C.has_cuda()) -> the GPU tests -> MCGdiff at N = 1e5 against the exact posterior
-# (SCALE_SECONDS, 90) -> the image benchmark (MCGdiff N = 64 and DCPS on the 256 x 256 DDPM
-# network, step 5b) -> the kernel benchmark of the cuda and triton backends. Only a failed
-# build stops the run; every later step runs whatever the earlier ones gave, their exit codes are
-# listed at the end, then the benchmark table is printed LAST, and the script exits non-zero if
-# any step failed.
+# check (fkdiff._C.has_cuda()) -> the GPU tests -> the kernel benchmark of the cuda and triton
+# backends -> MCGdiff at N = 1e5 against the exact posterior -> the image benchmark (MCGdiff N =
+# 64 and DCPS on the 256 x 256 DDPM network). Only a failed build stops the run; every later step
+# runs whatever the earlier ones gave, their exit codes are listed at the end, then the benchmark
+# table is printed LAST, and the script exits non-zero if any step failed.
+#
+# Time: the whole run stays under GPU_CHECK_TOTAL_SECONDS (470: the issue's 8 minutes, under a
+# device call's 10). Every step's hard stop is its own limit or what is left, whichever is
+# smaller; the build and the tests leave room for the kernel benchmark (issue 2's figures come
+# first); a step with under 20 s left is skipped and reported with rc 124. The MCGdiff and image
+# checks usually need a second call on the still-warm machine:
+#   GPU_CHECK_SKIP_BUILD=1 GPU_CHECK_STEPS="scale images" bash bench/gpu_check.sh
+# GPU_CHECK_STEPS picks steps among "tests bench scale images" (default: all four).
 #
 # Logs go to $OUT when it is set (else a fresh /tmp folder): build.log, tests.log, bench.log
-# (progress), bench_table.txt and bench_gpu.json (the benchmark records); images.log,
-# images_table.txt and bench_images_gpu.json (the image benchmark), images_pip.log.
-# Time limits (seconds), overridable: GPU_CHECK_BUILD_TIMEOUT (300), GPU_CHECK_TEST_TIMEOUT (240,
+# (progress), bench_table.txt and bench_gpu.json (the benchmark records); scale.log and
+# mcgdiff_n1e5.json; images.log, images_table.txt and bench_images_gpu.json (the image
+# benchmark), images_pip.log.
+# Own limits (seconds), overridable: GPU_CHECK_BUILD_TIMEOUT (300), GPU_CHECK_TEST_TIMEOUT (240,
 # the whole pytest run), GPU_CHECK_PER_TEST_TIMEOUT (120, with pytest-timeout),
-# GPU_CHECK_BENCH_SECONDS (120: no new benchmark case after this; a hard stop 60 s later),
-# GPU_CHECK_IMAGES_SECONDS (90: the image benchmark's hard stop; no new case after 2/3 of it).
+# GPU_CHECK_BENCH_SECONDS (100: no new benchmark case after this; a hard stop 60 s later),
+# GPU_CHECK_SCALE_SECONDS (240), GPU_CHECK_IMAGES_SECONDS (150: no new case after 2/3 of it).
 # GPU_CHECK_SKIP_BUILD=1 reuses the installed build (a rerun on a machine still warm).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -29,7 +37,10 @@ mkdir -p "$LOGS"
 BUILD_TIMEOUT=${GPU_CHECK_BUILD_TIMEOUT:-300}
 TEST_TIMEOUT=${GPU_CHECK_TEST_TIMEOUT:-240}
 PER_TEST_TIMEOUT=${GPU_CHECK_PER_TEST_TIMEOUT:-120}
-BENCH_SECONDS=${GPU_CHECK_BENCH_SECONDS:-120}
+BENCH_SECONDS=${GPU_CHECK_BENCH_SECONDS:-100}
+SCALE_SECONDS=${GPU_CHECK_SCALE_SECONDS:-240}
+IMAGES_SECONDS=${GPU_CHECK_IMAGES_SECONDS:-150}
+STEPS=" ${GPU_CHECK_STEPS:-tests bench scale images} "
 export PYTHONUNBUFFERED=1
 # The kernel tests (every backend against the reference) and the samplers on CUDA tensors
 # (tests/test_samplers_gpu.py; the other sampler tests run on CPU tensors and stay in CI). Fewer
@@ -40,12 +51,27 @@ export FKDIFF_HYPOTHESIS_EXAMPLES=${FKDIFF_HYPOTHESIS_EXAMPLES:-10}
 export PIP_NO_INDEX=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 PIP_ROOT_USER_ACTION=ignore
 
 T0=$SECONDS
+TOTAL=${GPU_CHECK_TOTAL_SECONDS:-470}
+budget() { # own limit, seconds to keep for later steps -> this step's hard stop now (0: skip)
+  local left=$((TOTAL - (SECONDS - T0) - 10 - ${2:-0})) b=$1
+  if [ "$left" -lt "$b" ]; then b=$left; fi
+  if [ "$b" -lt 20 ]; then b=0; fi
+  echo "$b"
+}
+want() { [[ "$STEPS" == *" $1 "* ]]; }
+BENCH_RESERVE=0
+if want bench; then BENCH_RESERVE=$((BENCH_SECONDS + 80)); fi
 SUMMARY=()
 FAILED=0
 banner() { echo; echo "=== $* (t=$((SECONDS - T0)) s) ==="; }
 record() { # step name, exit code
   SUMMARY+=("$(printf '%-8s rc=%-4s (at t=%d s)' "$1" "$2" "$((SECONDS - T0))")")
   if [ "$2" -ne 0 ]; then FAILED=1; fi
+}
+skip() { # step name, reason
+  echo "skipped: $2"
+  SUMMARY+=("$(printf '%-8s skipped: %s (at t=%d s)' "$1" "$2" "$((SECONDS - T0))")")
+  if [ "$2" = "no time left" ]; then FAILED=1; fi
 }
 print_summary() {
   banner "summary (logs in $LOGS)"
@@ -98,7 +124,7 @@ if [ "${GPU_CHECK_SKIP_BUILD:-0}" = "1" ]; then
   echo "GPU_CHECK_SKIP_BUILD=1: using the fkdiff already installed" | tee "$LOGS/build.log"
   true
 else
-FKDIFF_CUDA=ON CMAKE_BUILD_PARALLEL_LEVEL=16 timeout "$BUILD_TIMEOUT" \
+FKDIFF_CUDA=ON CMAKE_BUILD_PARALLEL_LEVEL=16 timeout "$(budget "$BUILD_TIMEOUT" "$BENCH_RESERVE")" \
   "$PY" -m pip install --no-build-isolation --no-deps -v \
   -Ccmake.define.CMAKE_CUDA_ARCHITECTURES=90 . >"$LOGS/build.log" 2>&1
 fi
@@ -136,26 +162,61 @@ set -e
 record import "$rc"
 
 # ---- 4. the whole test suite ----------------------------------------------------------------
-banner "tests: pytest -x (whole run at most ${TEST_TIMEOUT} s)"
-TIMEOUT_OPT=()
-if "$PY" -c "import pytest_timeout" >/dev/null 2>&1; then TIMEOUT_OPT=(--timeout="$PER_TEST_TIMEOUT"); fi
-set +e
-timeout --signal=INT --kill-after=30 "$TEST_TIMEOUT" \
-  "$PY" -m pytest -x -q -p no:cacheprovider ${TIMEOUT_OPT[@]+"${TIMEOUT_OPT[@]}"} $GPU_TESTS 2>&1 | tee "$LOGS/tests.log"
-rc=${PIPESTATUS[0]}
-set -e
-record tests "$rc"
+H=$(budget "$((TEST_TIMEOUT + 30))" "$BENCH_RESERVE")
+banner "tests: pytest -x (whole run at most $((H > 30 ? H - 30 : 0)) s)"
+if ! want tests; then
+  skip tests "not in GPU_CHECK_STEPS"
+elif [ "$H" -le 30 ]; then
+  skip tests "no time left"
+else
+  TIMEOUT_OPT=()
+  if "$PY" -c "import pytest_timeout" >/dev/null 2>&1; then TIMEOUT_OPT=(--timeout="$PER_TEST_TIMEOUT"); fi
+  set +e
+  timeout --signal=INT --kill-after=30 "$((H - 30))" \
+    "$PY" -m pytest -x -q -p no:cacheprovider ${TIMEOUT_OPT[@]+"${TIMEOUT_OPT[@]}"} $GPU_TESTS 2>&1 | tee "$LOGS/tests.log"
+  rc=${PIPESTATUS[0]}
+  set -e
+  record tests "$rc"
+fi
 
-# ---- 5. MCGdiff at scale: N = 1e5 particles, 200 runs, 1000 steps, d_x = 10 (issue 3) -------
+# ---- 5. kernel benchmark: cuda and triton backends (before the longer checks below) ---------
+H=$(budget "$((BENCH_SECONDS + 80))")
+BENCH_CASES=$((H - 80 < BENCH_SECONDS ? H - 80 : BENCH_SECONDS))
+if [ "$BENCH_CASES" -lt 10 ]; then BENCH_CASES=10; fi
+banner "bench: cuda + triton (no new case after ${BENCH_CASES} s)"
+: >"$LOGS/bench_table.txt"
+if ! want bench; then
+  skip bench "not in GPU_CHECK_STEPS"
+elif [ "$H" -le 20 ]; then
+  skip bench "no time left"
+else
+  set +e
+  {
+    timeout --signal=INT --kill-after=20 "$((H - 20))" \
+      "$PY" -m fkdiff.bench.kernels --backends cuda triton --max-seconds "$BENCH_CASES" \
+      --json "$LOGS/bench_gpu.json" >"$LOGS/bench_table.txt"
+  } 2>&1 | tee "$LOGS/bench.log"
+  rc=${PIPESTATUS[0]}
+  set -e
+  record bench "$rc"
+fi
+
+# ---- 6. MCGdiff at scale: N = 1e5 particles, 200 runs, 1000 steps, d_x = 10 (issue 3) -------
 # Every run's one draw against exact samples; target: SW and Δw within the noise floor's mean +
 # 3 sd for 200 samples (the JSON rows carry noise_floor(_dw) and noise_floor(_dw)_sd).
-banner "MCGdiff N = 1e5 x 200 runs x 1000 steps on the GPU (at most ${SCALE_SECONDS:=90} s)"
-set +e
-timeout --signal=INT --kill-after=20 "$SCALE_SECONDS" \
-  "$PY" -m fkdiff.cli gmm --dims 10 --seeds 3 --samples 200 --particles 100000 --steps 1000 \
-  --methods mcgdiff --device cuda --floor-repeats 20 --no-progress --json "$LOGS/mcgdiff_n1e5.json" 2>&1 | tee "$LOGS/scale.log"
-rc=${PIPESTATUS[0]}
-"$PY" - "$LOGS/mcgdiff_n1e5.json" <<'PYEOF' || rc=1
+H=$(budget "$((SCALE_SECONDS + 20))")
+banner "MCGdiff N = 1e5 x 200 runs x 1000 steps on the GPU (at most $((H > 20 ? H - 20 : 0)) s)"
+if ! want scale; then
+  skip scale "not in GPU_CHECK_STEPS"
+elif [ "$H" -le 20 ]; then
+  skip scale "no time left"
+else
+  set +e
+  timeout --signal=INT --kill-after=20 "$((H - 20))" \
+    "$PY" -m fkdiff.cli gmm --dims 10 --seeds 3 --samples 200 --particles 100000 --steps 1000 \
+    --methods mcgdiff --device cuda --floor-repeats 20 --no-progress --json "$LOGS/mcgdiff_n1e5.json" 2>&1 | tee "$LOGS/scale.log"
+  rc=${PIPESTATUS[0]}
+  "$PY" - "$LOGS/mcgdiff_n1e5.json" <<'PYEOF' || rc=1
 import json, sys
 rows = json.load(open(sys.argv[1]))["rows"]
 ok = True
@@ -168,10 +229,11 @@ for r in rows:
           f"{r['seconds']:.1f} s {'ok' if sw_ok and dw_ok else 'OUTSIDE'}")
 sys.exit(0 if ok and rows else 1)
 PYEOF
-set -e
-record scale "$rc"
+  set -e
+  record scale "$rc"
+fi
 
-# ---- 5b. image benchmark: MCGdiff (N = 64) and DCPS on the 256 x 256 DDPM network ---- BEGIN ----
+# ---- 7. image benchmark: MCGdiff (N = 64) and DCPS on the 256 x 256 DDPM network ---- BEGIN ----
 # python -m fkdiff.bench.images (= bench/bench_images.py): seconds per sampler step and per
 # restored image, and the share of the time spent outside the network (target <= 5% at fp32),
 # for diffusers' UNet2DModel in the google/ddpm-*-256 layout with random weights, fp32 and bf16
@@ -179,54 +241,47 @@ record scale "$rc"
 # .whl/ (git-ignored; name it in the run's carry) and is installed into a private folder put on
 # PYTHONPATH for this step only. Without it (or if it does not import) the benchmark uses fkdiff's
 # own UNet in the same layout (same parameter count) and says so in its table.
-IMAGES_SECONDS=${GPU_CHECK_IMAGES_SECONDS:-90}
-banner "image benchmark: MCGdiff N = 64 and DCPS, DDPM-256 network (at most ${IMAGES_SECONDS} s)"
-set +e
-IMAGES_ENV=()
-IMAGES_CHECK="import diffusers; from diffusers import UNet2DModel, DDPMScheduler"
-IMAGES_CHECK+="; print('diffusers', diffusers.__version__)"
-if "$PY" -c "$IMAGES_CHECK" 2>/dev/null; then
-  echo "(importable as installed)"
-elif ls .whl/diffusers-*.whl >/dev/null 2>&1; then
-  IMAGES_SITE=/tmp/fkdiff_images_site
-  IMAGES_PP="$IMAGES_SITE${PYTHONPATH:+:$PYTHONPATH}"
-  if "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$IMAGES_SITE" \
-       .whl/*.whl >"$LOGS/images_pip.log" 2>&1 \
-     && PYTHONPATH="$IMAGES_PP" "$PY" -c "$IMAGES_CHECK" >>"$LOGS/images_pip.log" 2>&1; then
-    echo "$(tail -n 1 "$LOGS/images_pip.log") (from .whl/, on PYTHONPATH for this step)"
-    IMAGES_ENV=(env "PYTHONPATH=$IMAGES_PP")
-  else
-    echo "diffusers from .whl/ did not install or import; last lines of images_pip.log:"
-    tail -n 8 "$LOGS/images_pip.log"
-    echo "-> the image benchmark uses fkdiff's UNet in the DDPM-256 layout instead"
-  fi
+H=$(budget "$((IMAGES_SECONDS + 20))")
+banner "image benchmark: MCGdiff N = 64 and DCPS, DDPM-256 network (at most $((H > 20 ? H - 20 : 0)) s)"
+if ! want images; then
+  skip images "not in GPU_CHECK_STEPS"
+elif [ "$H" -le 20 ]; then
+  skip images "no time left"
 else
-  echo "no .whl/diffusers-*.whl here (carry .whl): the image benchmark uses fkdiff's UNet in the DDPM-256 layout"
+  set +e
+  IMAGES_ENV=()
+  IMAGES_CHECK="import diffusers; from diffusers import UNet2DModel, DDPMScheduler"
+  IMAGES_CHECK+="; print('diffusers', diffusers.__version__)"
+  if "$PY" -c "$IMAGES_CHECK" 2>/dev/null; then
+    echo "(importable as installed)"
+  elif ls .whl/diffusers-*.whl >/dev/null 2>&1; then
+    IMAGES_SITE=/tmp/fkdiff_images_site
+    IMAGES_PP="$IMAGES_SITE${PYTHONPATH:+:$PYTHONPATH}"
+    if "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$IMAGES_SITE" \
+         .whl/*.whl >"$LOGS/images_pip.log" 2>&1 \
+       && PYTHONPATH="$IMAGES_PP" "$PY" -c "$IMAGES_CHECK" >>"$LOGS/images_pip.log" 2>&1; then
+      echo "$(tail -n 1 "$LOGS/images_pip.log") (from .whl/, on PYTHONPATH for this step)"
+      IMAGES_ENV=(env "PYTHONPATH=$IMAGES_PP")
+    else
+      echo "diffusers from .whl/ did not install or import; last lines of images_pip.log:"
+      tail -n 8 "$LOGS/images_pip.log"
+      echo "-> the image benchmark uses fkdiff's UNet in the DDPM-256 layout instead"
+    fi
+  else
+    echo "no .whl/diffusers-*.whl here (carry .whl): the image benchmark uses fkdiff's UNet in the DDPM-256 layout"
+  fi
+  {
+    timeout --signal=INT --kill-after=20 "$((H - 20))" \
+      ${IMAGES_ENV[@]+"${IMAGES_ENV[@]}"} "$PY" -m fkdiff.bench.images --device cuda --networks ddpm256 \
+      --precision fp32 bf16 --max-seconds "$(((H - 20) * 2 / 3))" --json "$LOGS/bench_images_gpu.json" \
+      >"$LOGS/images_table.txt"
+  } 2>&1 | tee "$LOGS/images.log"
+  rc=${PIPESTATUS[0]}
+  cat "$LOGS/images_table.txt"
+  set -e
+  record images "$rc"
 fi
-{
-  timeout --signal=INT --kill-after=20 "$IMAGES_SECONDS" \
-    ${IMAGES_ENV[@]+"${IMAGES_ENV[@]}"} "$PY" -m fkdiff.bench.images --device cuda --networks ddpm256 \
-    --precision fp32 bf16 --max-seconds "$((IMAGES_SECONDS * 2 / 3))" --json "$LOGS/bench_images_gpu.json" \
-    >"$LOGS/images_table.txt"
-} 2>&1 | tee "$LOGS/images.log"
-rc=${PIPESTATUS[0]}
-cat "$LOGS/images_table.txt"
-set -e
-record images "$rc"
-# ---- 5b. image benchmark ------------------------------------------------------------- END ----
-
-# ---- 6. kernel benchmark: cuda and triton backends ------------------------------------------
-banner "bench: cuda + triton (no new case after ${BENCH_SECONDS} s)"
-: >"$LOGS/bench_table.txt"
-set +e
-{
-  timeout --signal=INT --kill-after=20 "$((BENCH_SECONDS + 60))" \
-    "$PY" -m fkdiff.bench.kernels --backends cuda triton --max-seconds "$BENCH_SECONDS" \
-    --json "$LOGS/bench_gpu.json" >"$LOGS/bench_table.txt"
-} 2>&1 | tee "$LOGS/bench.log"
-rc=${PIPESTATUS[0]}
-set -e
-record bench "$rc"
+# ---- 7. image benchmark ---------------------------------------------------------------- END ----
 
 print_summary
 echo "total $((SECONDS - T0)) s"
