@@ -173,3 +173,49 @@ def test_fuzz_mutation_and_langevin_front_door(N, d, anc_values, gain, gamma):
         assert out.shape == m.shape
     except (TypeError, ValueError):
         pass
+
+
+VALUES = st.sampled_from([0.0, 1.0, -2.0, 1e30, math.nan, math.inf, -math.inf])
+
+
+@given(
+    B=st.integers(0, 2),
+    N=st.integers(0, 5),
+    d=st.sampled_from([0, 1, 3, 4, 70]),
+    coords=st.one_of(st.none(), st.integers(-2, 80), st.just(slice(1, 3)), st.just("bad")),
+    var=st.one_of(VALUES, st.just("vec"), st.just("wrong-length")),
+    x_value=VALUES,
+    dtype=st.sampled_from([torch.float32, torch.float64, torch.float16]),
+    transpose=st.booleans(),
+    accumulate=st.booleans(),
+    two=st.booleans(),
+)
+def test_fuzz_potential_front_door(B, N, d, coords, var, x_value, dtype, transpose, accumulate, two):
+    """The potential and the fused MCGdiff weight: a (B, N) answer, NaN only where the inputs say
+    so (and then flagged), or a TypeError/ValueError — never a crash."""
+    x = torch.randn(B, N, d).to(dtype)
+    if x.numel():
+        x.view(-1)[0] = x_value
+    if transpose and d > 1 and N > 1:
+        x = x.transpose(1, 2).contiguous().transpose(1, 2)
+    m = d if coords is None or not isinstance(coords, int) else coords
+    if var == "vec":
+        v = torch.rand(max(m, 0), dtype=dtype) + 0.1
+    elif var == "wrong-length":
+        v = torch.ones(max(m, 0) + 1, dtype=dtype)
+    else:
+        v = var
+    flags = ops.new_flags()
+    try:
+        if two:
+            out = ops.mcgdiff_log_weight(x, x, 0.5, v, -0.5, v, coords=coords, flags=flags)
+        else:
+            base = torch.zeros(B, N, dtype=dtype)
+            out = ops.gaussian_log_potential(x, 0.5, v, coords=coords, out=base if accumulate else None,
+                                             accumulate=accumulate, flags=flags)
+    except (TypeError, ValueError):
+        return
+    assert out.shape == (B, N)
+    if bool(torch.isnan(out).any()):
+        with pytest.raises(ValueError):
+            ops.check_flags(flags)
