@@ -219,3 +219,31 @@ def test_fuzz_potential_front_door(B, N, d, coords, var, x_value, dtype, transpo
     if bool(torch.isnan(out).any()):
         with pytest.raises(ValueError):
             ops.check_flags(flags)
+
+
+@given(
+    shape=st.sampled_from([(0, 3), (1, 1), (2, 5), (1, 2, 70), (3,), (2, 0, 4)]),
+    other=st.sampled_from(["same", "shape", "dtype", "transposed", "alias"]),
+    grad_value=VALUES,
+    var=st.sampled_from([1.0, 0.0, -1.0, math.nan, math.inf]),
+    lr=st.sampled_from([0.1, 0.0, -0.5, math.nan]),
+    dtype=st.sampled_from([torch.float32, torch.float64, torch.float16]),
+)
+def test_fuzz_variational_front_door(shape, other, grad_value, var, lr, dtype):
+    """DCPS's Gaussian-fit kernel: an answer, a flagged/raised non-finite norm, or a clear error."""
+    mu, log_std, m, xi = (torch.randn(shape).to(dtype) for _ in range(4))
+    grad = torch.full(shape, grad_value).to(dtype)
+    if other == "shape":
+        m = torch.randn(*shape, 2).to(dtype)
+    elif other == "dtype":
+        m = m.to(torch.float64 if dtype != torch.float64 else torch.float32)
+    elif other == "transposed" and len(shape) >= 2 and shape[-1] > 1 and shape[-2] > 1:
+        mu = mu.transpose(-1, -2).contiguous().transpose(-1, -2)
+    elif other == "alias":
+        xi = mu
+    try:
+        out = ops.variational_update(mu, log_std, m, grad, xi, var, lr, lr, seed=3)
+    except (TypeError, ValueError):
+        return
+    assert out.shape == mu.shape
+    assert bool(torch.isfinite(out).all())
