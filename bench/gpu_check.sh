@@ -59,6 +59,19 @@ budget() { # own limit, seconds to keep for later steps -> this step's hard stop
   echo "$b"
 }
 want() { [[ "$STEPS" == *" $1 "* ]]; }
+# gate STEP LIMIT KILL RESERVE TITLE...: sets T, the step's timeout now (its own LIMIT or what is
+# left before TOTAL after RESERVE, less the KILL grace given to `timeout --kill-after`), prints
+# the step's banner, and returns false (the skip reported) when the step is not selected or has
+# no time left.
+gate() {
+  local step=$1 limit=$2 kill=$3 reserve=$4 h
+  shift 4
+  h=$(budget "$((limit + kill))" "$reserve")
+  T=$((h > kill ? h - kill : 0))
+  banner "$* (at most $T s)"
+  if ! want "$step"; then skip "$step" "not in GPU_CHECK_STEPS"; return 1; fi
+  if [ "$T" -le 0 ]; then skip "$step" "no time left"; return 1; fi
+}
 BENCH_RESERVE=0
 if want bench; then BENCH_RESERVE=$((BENCH_SECONDS + 80)); fi
 SUMMARY=()
@@ -162,17 +175,11 @@ set -e
 record import "$rc"
 
 # ---- 4. the whole test suite ----------------------------------------------------------------
-H=$(budget "$((TEST_TIMEOUT + 30))" "$BENCH_RESERVE")
-banner "tests: pytest -x (whole run at most $((H > 30 ? H - 30 : 0)) s)"
-if ! want tests; then
-  skip tests "not in GPU_CHECK_STEPS"
-elif [ "$H" -le 30 ]; then
-  skip tests "no time left"
-else
+if gate tests "$TEST_TIMEOUT" 30 "$BENCH_RESERVE" "tests: pytest -x, the whole run"; then
   TIMEOUT_OPT=()
   if "$PY" -c "import pytest_timeout" >/dev/null 2>&1; then TIMEOUT_OPT=(--timeout="$PER_TEST_TIMEOUT"); fi
   set +e
-  timeout --signal=INT --kill-after=30 "$((H - 30))" \
+  timeout --signal=INT --kill-after=30 "$T" \
     "$PY" -m pytest -x -q -p no:cacheprovider ${TIMEOUT_OPT[@]+"${TIMEOUT_OPT[@]}"} $GPU_TESTS 2>&1 | tee "$LOGS/tests.log"
   rc=${PIPESTATUS[0]}
   set -e
@@ -180,19 +187,14 @@ else
 fi
 
 # ---- 5. kernel benchmark: cuda and triton backends (before the longer checks below) ---------
-H=$(budget "$((BENCH_SECONDS + 80))")
-BENCH_CASES=$((H - 80 < BENCH_SECONDS ? H - 80 : BENCH_SECONDS))
-if [ "$BENCH_CASES" -lt 10 ]; then BENCH_CASES=10; fi
-banner "bench: cuda + triton (no new case after ${BENCH_CASES} s)"
 : >"$LOGS/bench_table.txt"
-if ! want bench; then
-  skip bench "not in GPU_CHECK_STEPS"
-elif [ "$H" -le 20 ]; then
-  skip bench "no time left"
-else
+if gate bench "$((BENCH_SECONDS + 60))" 20 0 "bench: cuda + triton"; then
+  # no new case after BENCH_SECONDS, or a minute before the hard stop
+  BENCH_CASES=$((T - 60 < BENCH_SECONDS ? T - 60 : BENCH_SECONDS))
+  if [ "$BENCH_CASES" -lt 10 ]; then BENCH_CASES=10; fi
   set +e
   {
-    timeout --signal=INT --kill-after=20 "$((H - 20))" \
+    timeout --signal=INT --kill-after=20 "$T" \
       "$PY" -m fkdiff.bench.kernels --backends cuda triton --max-seconds "$BENCH_CASES" \
       --json "$LOGS/bench_gpu.json" >"$LOGS/bench_table.txt"
   } 2>&1 | tee "$LOGS/bench.log"
@@ -204,15 +206,9 @@ fi
 # ---- 6. MCGdiff at scale: N = 1e5 particles, 200 runs, 1000 steps, d_x = 10 (issue 3) -------
 # Every run's one draw against exact samples; target: SW and Δw within the noise floor's mean +
 # 3 sd for 200 samples (the JSON rows carry noise_floor(_dw) and noise_floor(_dw)_sd).
-H=$(budget "$((SCALE_SECONDS + 20))")
-banner "MCGdiff N = 1e5 x 200 runs x 1000 steps on the GPU (at most $((H > 20 ? H - 20 : 0)) s)"
-if ! want scale; then
-  skip scale "not in GPU_CHECK_STEPS"
-elif [ "$H" -le 20 ]; then
-  skip scale "no time left"
-else
+if gate scale "$SCALE_SECONDS" 20 0 "MCGdiff N = 1e5 x 200 runs x 1000 steps on the GPU"; then
   set +e
-  timeout --signal=INT --kill-after=20 "$((H - 20))" \
+  timeout --signal=INT --kill-after=20 "$T" \
     "$PY" -m fkdiff.cli gmm --dims 10 --seeds 3 --samples 200 --particles 100000 --steps 1000 \
     --methods mcgdiff --device cuda --floor-repeats 20 --no-progress --json "$LOGS/mcgdiff_n1e5.json" 2>&1 | tee "$LOGS/scale.log"
   rc=${PIPESTATUS[0]}
@@ -241,13 +237,7 @@ fi
 # .whl/ (git-ignored; name it in the run's carry) and is installed into a private folder put on
 # PYTHONPATH for this step only. Without it (or if it does not import) the benchmark uses fkdiff's
 # own UNet in the same layout (same parameter count) and says so in its table.
-H=$(budget "$((IMAGES_SECONDS + 20))")
-banner "image benchmark: MCGdiff N = 64 and DCPS, DDPM-256 network (at most $((H > 20 ? H - 20 : 0)) s)"
-if ! want images; then
-  skip images "not in GPU_CHECK_STEPS"
-elif [ "$H" -le 20 ]; then
-  skip images "no time left"
-else
+if gate images "$IMAGES_SECONDS" 20 0 "image benchmark: MCGdiff N = 64 and DCPS, DDPM-256 network"; then
   set +e
   IMAGES_ENV=()
   IMAGES_CHECK="import diffusers; from diffusers import UNet2DModel, DDPMScheduler"
@@ -271,9 +261,9 @@ else
     echo "no .whl/diffusers-*.whl here (carry .whl): the image benchmark uses fkdiff's UNet in the DDPM-256 layout"
   fi
   {
-    timeout --signal=INT --kill-after=20 "$((H - 20))" \
+    timeout --signal=INT --kill-after=20 "$T" \
       ${IMAGES_ENV[@]+"${IMAGES_ENV[@]}"} "$PY" -m fkdiff.bench.images --device cuda --networks ddpm256 \
-      --precision fp32 bf16 --max-seconds "$(((H - 20) * 2 / 3))" --json "$LOGS/bench_images_gpu.json" \
+      --precision fp32 bf16 --max-seconds "$((T * 2 / 3))" --json "$LOGS/bench_images_gpu.json" \
       >"$LOGS/images_table.txt"
   } 2>&1 | tee "$LOGS/images.log"
   rc=${PIPESTATUS[0]}
