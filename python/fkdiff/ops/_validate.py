@@ -62,9 +62,6 @@ def population_vector(name: str, value, B: int, m: int, dtype, device) -> torch.
     """A per-coordinate parameter as a ``(B, m)`` tensor with batch stride ``m`` or ``0``.
 
     Accepts a Python number, a ``(m,)`` tensor (shared by every population) or a ``(B, m)`` tensor."""
-    if isinstance(value, torch.Tensor) and value.dim() == 1 and value.dtype == dtype and value.device == device \
-            and value.shape[0] == m and value.is_contiguous():  # the samplers' per-step vectors: no copies
-        return value.view(1, m).expand(B, m)
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         return torch.full((1, m), float(value), dtype=dtype, device=device).expand(B, m)
     if not isinstance(value, torch.Tensor):
