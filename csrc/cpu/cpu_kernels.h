@@ -110,6 +110,19 @@ struct PhiloxArgs {
   int nthreads;
 };
 
+// Rows of out = beta x + alpha sum_k r_k mu_k with r = softmax_k(a <x, mu_k> + bias_k): the exact
+// denoiser of a Gaussian mixture with identity covariances (x0hat, or a DDIM mean straight away).
+struct MixtureArgs {
+  const void* x;      // (R, D) dtype, contiguous
+  const void* means;  // (K, D) dtype, contiguous
+  const void* bias;   // (K,) dtype: log w_k - abar |mu_k|^2 / 2 (may hold -inf)
+  double a, beta, alpha;
+  void* out;  // (R, D) dtype; must not overlap x
+  int64_t R, K, D;
+  int dtype;
+  int nthreads;
+};
+
 struct Table {
   const char* name;
   void (*logsumexp_stats)(const LseArgs&);
@@ -120,6 +133,7 @@ struct Table {
   void (*normal)(const NormalArgs&);
   void (*philox)(const PhiloxArgs&);
   void (*variational_update)(const VariationalArgs&);
+  void (*mixture_mean)(const MixtureArgs&);
 };
 
 namespace generic { const Table& table(); }
