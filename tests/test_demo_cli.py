@@ -101,3 +101,19 @@ def test_gmm_rejects_unknown_method():
 
     with pytest.raises(ValueError, match="methods: unknown method"):
         cli.main(["gmm", "--methods", "nope", "--no-progress"])
+
+
+def test_gmm_first_seed_picks_the_problems(tmp_path):
+    """`--first-seed F --seeds S` runs problems F..F+S-1 (another set of problems than Table 1's
+    0..19); a negative first seed or no problem at all is refused."""
+    import json
+
+    import pytest
+
+    path = tmp_path / "gmm.json"
+    assert cli.main(["gmm", "--dims", "4", "--first-seed", "7", "--seeds", "2", "--samples", "20", "--particles", "8",
+                     "--steps", "5", "--methods", "mcgdiff", "--no-progress", "--json", str(path)]) == 0
+    assert sorted(r["seed"] for r in json.loads(path.read_text())["rows"]) == [7, 8]
+    for bad in (["--first-seed", "-1"], ["--seeds", "0"]):
+        with pytest.raises(SystemExit):
+            cli.main(["gmm", "--no-progress"] + bad)

@@ -191,7 +191,10 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="fkdiff gmm", description=__doc__.split("\n\n")[0])
     p.add_argument("--dims", type=int, nargs="+", default=[10, 100])
     p.add_argument("--obs-dim", type=int, default=1)
-    p.add_argument("--seeds", type=int, default=20, help="problems 0..seeds-1 (default %(default)s)")
+    p.add_argument("--seeds", type=int, default=20, help="how many problems (default %(default)s)")
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="problems first-seed .. first-seed + seeds - 1 (default 0: the Table-1 problems 0..19; "
+                        "another range shows how much the medians move between sets of 20 problems)")
     p.add_argument("--methods", nargs="+", default=list(METHODS), help=f"any of {METHODS + EXTRA_METHODS}, or dcpsM")
     p.add_argument("--particles", type=int, default=1000, help="MCGdiff particles (default %(default)s)")
     p.add_argument("--steps", type=int, default=None, help="override every method's step count")
@@ -210,6 +213,8 @@ def main(argv=None) -> int:
         make_sampler(method, args.particles, args.steps, args.dcps_gamma)  # fail early on a bad name
     if args.resume and not args.json:
         p.error("--resume needs --json")
+    if args.first_seed < 0 or args.seeds < 1:
+        p.error(f"--first-seed must be >= 0 and --seeds >= 1 (got {args.first_seed} and {args.seeds})")
     try:
         device = torch.device(args.device)
     except RuntimeError:
@@ -260,7 +265,7 @@ def _main(args) -> int:
                 json.dump({"rows": rows, "summary": summarize(rows)}, fh, indent=1)
             os.replace(tmp, args.json)
 
-    out = run(args.dims, args.obs_dim, list(range(args.seeds)), args.methods, args.particles, args.steps,
+    out = run(args.dims, args.obs_dim, list(range(args.first_seed, args.first_seed + args.seeds)), args.methods, args.particles, args.steps,
               args.schedule, args.generator, args.samples, progress=not args.no_progress, dcps_gamma=args.dcps_gamma, dps_zeta=args.dps_zeta,
               device=args.device, floor_repeats=args.floor_repeats,
               rows=rows, on_problem=write)

@@ -10,7 +10,7 @@ sigma_min)``. Inside block ``l`` the potential seen from time ``j`` is the backw
 
 ``mu_{k|j}`` the DDPM bridge mean from ``(x0hat(x_j), x_j)`` to ``k = k_l``, and ``var_{k|j}`` the
 bridge variance (``potential="dps"``), plus ``c0^2 r_j^2`` with ``r_j^2 = 1 - abar_j``
-(``"pigdm"``, the default: x0 given x_j spread around x0hat), or zero (``"plugin"``, the released
+(``"pigdm"``: x0 given x_j spread around x0hat), or zero (``"plugin"``, the default: the released
 code). In the SVD basis the covariance is diagonal.
 
 Per block, from the top: ``M`` tamed-ULA steps on ``log beta_hat + log p_{k_{l+1}}`` (the compiled
