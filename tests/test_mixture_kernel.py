@@ -112,3 +112,24 @@ def test_non_contiguous_and_autograd_take_the_torch_path():
     x0, _ = den.predict(xr, 50)
     (g,) = torch.autograd.grad(x0.sum(), xr)
     assert torch.isfinite(g).all() and g.abs().sum() > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("cols", [1, 3, 4, 9, 10])
+def test_first_columns_and_responsibilities(cols, dtype, monkeypatch):
+    """``cols`` outputs only the first coordinates (the observed ones, for DCPS / DPS / PiGDM) and
+    ``with_resp`` returns the softmax the VJP reuses: both against the float64 twin."""
+    den = mixture(25, 10, seed=3)
+    x = 4 * torch.randn(37, 10, generator=gen(11), dtype=torch.float64)
+    got, resp = den._mixture_mean(x.to(dtype), 321, 0.4, 0.55, cols=cols, with_resp=True)
+    with monkeypatch.context() as m:
+        m.setenv("FKDIFF_BACKEND", "torch")
+        ref, ref_resp = den._mixture_mean(x, 321, 0.4, 0.55, cols=cols, with_resp=True)
+    tol = 1e-11 if dtype == torch.float64 else 2e-5
+    assert got.shape == (37, cols) and resp.shape == (37, 25)
+    assert (got.double() - ref).abs().max() <= tol * (1 + ref.abs().max())
+    assert (resp.double() - ref_resp).abs().max() <= tol
+    assert torch.allclose(resp.sum(-1).double(), torch.ones(37, dtype=torch.float64), atol=10 * tol)
+    x0, eps, _ = den.predict_with_vjp(x.to(dtype), 321, cols=cols)
+    full0, fulle = den.predict(x.to(dtype), 321)
+    assert torch.equal(x0, full0[:, :cols]) and torch.allclose(eps, fulle[:, :cols], atol=tol, rtol=tol)

@@ -161,15 +161,15 @@ void register_cpu(py::module_& m) {
 
   m.def(
       "cpu_mixture_mean",
-      [](uintptr_t x, uintptr_t means, uintptr_t bias, double a, double beta, double alpha, uintptr_t out, int64_t R,
-         int64_t K, int64_t D, int dtype, int64_t nthreads) {
+      [](uintptr_t x, uintptr_t means, uintptr_t bias, double a, double beta, double alpha, uintptr_t out,
+         uintptr_t resp, int64_t R, int64_t K, int64_t D, int64_t C, int dtype, int64_t nthreads) {
         MixtureArgs p{ptr<const void>(x), ptr<const void>(means), ptr<const void>(bias), a, beta, alpha, ptr<void>(out),
-                      R, K, D, dtype, threads(nthreads)};
+                      ptr<void>(resp), R, K, D, C, dtype, threads(nthreads)};
         py::gil_scoped_release nogil;
         active().mixture_mean(p);
       },
       py::arg("x"), py::arg("means"), py::arg("bias"), py::arg("a"), py::arg("beta"), py::arg("alpha"), py::arg("out"),
-      py::arg("R"), py::arg("K"), py::arg("D"), py::arg("dtype"), py::arg("nthreads"));
+      py::arg("resp"), py::arg("R"), py::arg("K"), py::arg("D"), py::arg("C"), py::arg("dtype"), py::arg("nthreads"));
 
   m.def(
       "cpu_normal",

@@ -117,8 +117,9 @@ struct MixtureArgs {
   const void* means;  // (K, D) dtype, contiguous
   const void* bias;   // (K,) dtype: log w_k - abar |mu_k|^2 / 2 (may hold -inf)
   double a, beta, alpha;
-  void* out;  // (R, D) dtype; must not overlap x
-  int64_t R, K, D;
+  void* out;   // (R, C) dtype, the first C <= D coordinates; must not overlap x unless it is x
+  void* resp;  // (R, K) dtype: the responsibilities r, or null
+  int64_t R, K, D, C;
   int dtype;
   int nthreads;
 };

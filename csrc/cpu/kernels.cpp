@@ -1455,6 +1455,8 @@ void mixture_impl(const MixtureArgs& A) {
   const T* MU = static_cast<const T*>(A.means);
   const T* BI = static_cast<const T*>(A.bias);
   T* out = static_cast<T*>(A.out);
+  T* RS = static_cast<T*>(A.resp);
+  const int64_t C = A.C;
   const T a = (T)A.a, beta = (T)A.beta, alpha = (T)A.alpha;
   const int64_t ntile = (R + L - 1) / L;
   parallel_ranges(ntile, A.nthreads, R * K * D * 2, [&](int64_t lo, int64_t hi) {
@@ -1508,9 +1510,17 @@ void mixture_impl(const MixtureArgs& A) {
         lg[k] = vexp(lg[k] - mx);
         tot += lg[k];
       }
+      if (RS) {  // r_k = e_k / sum e, row by row
+        const V inv = T(1) / tot;
+        T* rs = RS + r0 * K;
+        for (k = 0; k < K; ++k) {
+          const V r = lg[k] * inv;
+          for (int l = 0; l < nr; ++l) rs[l * K + k] = r[l];
+        }
+      }
       // acc_d = sum_k e_k mu_kd, four coordinates at a time (registers, no stores in the k loop)
       int64_t d = 0;
-      for (; d + 4 <= D; d += 4) {
+      for (; d + 4 <= C; d += 4) {
         V a0 = V{}, a1 = V{}, a2 = V{}, a3 = V{};
         for (k = 0; k < K; ++k) {
           const T* m0 = MU + k * D + d;
@@ -1525,7 +1535,7 @@ void mixture_impl(const MixtureArgs& A) {
         acc[d + 2] = a2;
         acc[d + 3] = a3;
       }
-      for (; d < D; ++d) {
+      for (; d < C; ++d) {
         V a0 = V{};
         for (k = 0; k < K; ++k) a0 += MU[k * D + d] * lg[k];
         acc[d] = a0;
@@ -1533,15 +1543,15 @@ void mixture_impl(const MixtureArgs& A) {
       const V scv = alpha / tot;
       T sc[L];
       std::memcpy(sc, &scv, sizeof(V));
-      T* o = out + r0 * D;
+      T* o = out + r0 * C;
       for (int l = 0; l < nr; ++l)
-        for (int64_t d = 0; d < D; ++d) o[l * D + d] = beta * x[l * D + d] + sc[l] * as[d * L + l];
+        for (int64_t d = 0; d < C; ++d) o[l * C + d] = beta * x[l * D + d] + sc[l] * as[d * L + l];
     }
   });
 }
 
 void mixture_mean(const MixtureArgs& A) {
-  if (A.R <= 0 || A.D <= 0) return;
+  if (A.R <= 0 || A.D <= 0 || A.C < 0 || A.C > A.D) return;
   if (A.dtype == kF64)
     mixture_impl<double>(A);
   else

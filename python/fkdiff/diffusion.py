@@ -338,9 +338,12 @@ class GaussianMixtureDenoiser(Denoiser):
         logits = torch.addmm(bias, x, mu.T, alpha=math.sqrt(abar))
         return torch.softmax(logits, dim=-1)
 
-    def _mixture_mean(self, x: torch.Tensor, t: int, beta: float, alpha: float, out: torch.Tensor | None = None) -> torch.Tensor:
-        """``beta x + alpha r(x) @ means`` for ``(batch, D)`` rows ``x`` (``x0hat``: ``beta =
-        sqrt(abar)``, ``alpha = 1 - abar``), into ``out`` when given (``out`` may be ``x`` itself).
+    def _mixture_mean(self, x: torch.Tensor, t: int, beta: float, alpha: float, out: torch.Tensor | None = None,
+                      cols: int | None = None, with_resp: bool = False):
+        """``beta x + alpha r(x) @ means`` on the first ``cols`` coordinates (default all) of
+        ``(batch, D)`` rows ``x`` (``x0hat``: ``beta = sqrt(abar)``, ``alpha = 1 - abar``), into
+        ``out`` when given (``out`` may be ``x`` itself when ``cols`` is ``D``); with
+        ``with_resp`` also the ``(batch, K)`` responsibilities ``r(x)``.
 
         On the CPU (the ``cpu`` backend of :mod:`fkdiff.ops`, float32 / float64) one compiled pass
         (``fkdiff._C.cpu_mixture_mean``: the logits, softmax and weighted sum per row, ~3x the
@@ -349,31 +352,36 @@ class GaussianMixtureDenoiser(Denoiser):
         every row on its own: the result does not depend on how the rows are chunked."""
         abar = float(self.alphas_cumprod[t])
         mu = self.means if self.means.dtype == x.dtype else self.means.to(x.dtype)
-        if self._compiled_path(x, out):
+        c = self.dim if cols is None else cols
+        if self._compiled_path(x, out, c):
             from fkdiff import _C
 
             mu = mu.contiguous()
             bias = (self.log_weights - abar * self._half_sq).to(x.dtype).contiguous()
-            out = torch.empty_like(x) if out is None else out
+            out = torch.empty((x.shape[0], c), dtype=x.dtype) if out is None else out
+            resp = torch.empty((x.shape[0], mu.shape[0]), dtype=x.dtype) if with_resp else None
             _C.cpu_mixture_mean(x.data_ptr(), mu.data_ptr(), bias.data_ptr(), math.sqrt(abar), float(beta), float(alpha),
-                                out.data_ptr(), x.shape[0], mu.shape[0], mu.shape[1], int(x.dtype == torch.float64),
-                                torch.get_num_threads())
-            return out
-        return torch.addmm(x, self.responsibilities(x, t), mu, beta=beta, alpha=alpha, out=out)
+                                out.data_ptr(), 0 if resp is None else resp.data_ptr(), x.shape[0], mu.shape[0],
+                                mu.shape[1], c, int(x.dtype == torch.float64), torch.get_num_threads())
+        else:
+            resp = self.responsibilities(x, t)
+            out = torch.addmm(x[:, :c], resp, mu[:, :c], beta=beta, alpha=alpha, out=out)
+        return (out, resp) if with_resp else out
 
-    def _compiled_path(self, x: torch.Tensor, out: torch.Tensor | None) -> bool:
+    def _compiled_path(self, x: torch.Tensor, out: torch.Tensor | None, cols: int) -> bool:
         from .ops._backends import resolve
 
         if x.device.type != "cpu" or self.means.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
             return False
-        if not x.is_contiguous() or x.shape[0] == 0:
+        if not x.is_contiguous() or x.shape[0] == 0 or not 0 < cols <= x.shape[1]:
             return False
         if torch.is_grad_enabled() and (x.requires_grad or self.means.requires_grad):
             return False  # autograd traces the PyTorch sequence
-        if out is not None:  # the kernel writes rows as it reads them: out is x, or apart from it
-            if out.dtype != x.dtype or out.shape != x.shape or not out.is_contiguous():
+        if out is not None:  # the kernel writes rows as it reads them: out is x (all columns), or apart from it
+            if out.dtype != x.dtype or out.shape != (x.shape[0], cols) or not out.is_contiguous():
                 return False
-            if out.data_ptr() != x.data_ptr() and out.untyped_storage().data_ptr() == x.untyped_storage().data_ptr():
+            if out.untyped_storage().data_ptr() == x.untyped_storage().data_ptr() and (
+                    out.data_ptr() != x.data_ptr() or cols != x.shape[1]):
                 return False
         return resolve(x.device)[0] == "cpu"
 
@@ -401,10 +409,9 @@ class GaussianMixtureDenoiser(Denoiser):
         self._check_input(x)
         abar = float(self.alphas_cumprod[t])
         a, b = math.sqrt(abar), math.sqrt(1.0 - abar)
-        resp = self.responsibilities(x, t)
         mu = self.means.to(x.dtype)
         c = self.dim if cols is None else cols
-        x0hat = torch.addmm(x[:, :c], resp, mu[:, :c], beta=a, alpha=1.0 - abar)
+        x0hat, resp = self._mixture_mean(x, t, beta=a, alpha=1.0 - abar, cols=c, with_resp=True)
         epshat = torch.add(x[:, :c], x0hat, alpha=-a).div_(b)
 
         def vjp(w: torch.Tensor, x0_weight: float = 0.0, x_weight: float = 0.0, out: torch.Tensor | None = None) -> torch.Tensor:
