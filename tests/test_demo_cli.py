@@ -117,3 +117,20 @@ def test_gmm_first_seed_picks_the_problems(tmp_path):
     for bad in (["--first-seed", "-1"], ["--seeds", "0"]):
         with pytest.raises(SystemExit):
             cli.main(["gmm", "--no-progress"] + bad)
+
+
+def test_bench_kernels_mixture_runs_and_checks(tmp_path):
+    """The kernel benchmark's mixture case (CPU pass vs the PyTorch sequence) runs, passes its
+    float64 check, and is left out for backends that have no such pass."""
+    import json
+
+    from fkdiff.bench import kernels
+
+    path = tmp_path / "k.json"
+    assert kernels.main(["--backends", "cpu", "torch", "--kernels", "mixture", "--shapes", "1000x4", "37x17", "5x2000",
+                         "--repeats", "1", "--warmup", "0", "--no-cold-l2", "--json", str(path)]) == 0
+    records = json.loads(path.read_text())
+    assert sorted((r["backend"], tuple(r["shape"])) for r in records) == [
+        ("cpu", (37, 17)), ("cpu", (1000, 4)), ("torch", (37, 17)), ("torch", (1000, 4))]  # rows > 1000 skipped
+    assert all(r["check_ok"] and r["speedup"] > 0 for r in records)
+    assert kernels.ONLY_ON["mixture"] == ("cpu", "torch")

@@ -1446,6 +1446,44 @@ void philox(const PhiloxArgs& A) {
 inline vf vexp(vf x) { return vexp_f(x); }
 inline vd vexp(vd x) { return vexp_d(x); }
 
+// The logits of components k .. k + NB - 1 for one tile (xt: the tile's D coordinates, one row
+// per lane). NB independent FMA chains: eight keep two FMA units with a 4-cycle latency busy
+// (four left the d = 100 rows latency-bound at half speed).
+template <class V, class T, int NB>
+inline void mixture_logits(const T* MU, int64_t k, int64_t D, const V* xt, T a, const T* BI, V* lg, V& mx) {
+  V s[NB];
+#pragma GCC unroll 8
+  for (int j = 0; j < NB; ++j) s[j] = V{};
+  const T* m = MU + k * D;
+  for (int64_t d = 0; d < D; ++d) {
+    const V xv = xt[d];
+#pragma GCC unroll 8
+    for (int j = 0; j < NB; ++j) s[j] += m[j * D + d] * xv;
+  }
+#pragma GCC unroll 8
+  for (int j = 0; j < NB; ++j) {
+    const V v = a * s[j] + BI[k + j];
+    lg[k + j] = v;
+    mx = v > mx ? v : mx;
+  }
+}
+
+// acc_{d + j} = sum_k e_k mu_{k, d + j} for j < NB (e: the tile's exponentials), NB chains.
+template <class V, class T, int NB>
+inline void mixture_sums(const T* MU, int64_t d, int64_t K, int64_t D, const V* e, V* acc) {
+  V s[NB];
+#pragma GCC unroll 8
+  for (int j = 0; j < NB; ++j) s[j] = V{};
+  for (int64_t k = 0; k < K; ++k) {
+    const V ev = e[k];
+    const T* m = MU + k * D + d;
+#pragma GCC unroll 8
+    for (int j = 0; j < NB; ++j) s[j] += m[j] * ev;
+  }
+#pragma GCC unroll 8
+  for (int j = 0; j < NB; ++j) acc[d + j] = s[j];
+}
+
 template <class T>
 void mixture_impl(const MixtureArgs& A) {
   typedef typename VecOf<T>::type V;
@@ -1470,40 +1508,12 @@ void mixture_impl(const MixtureArgs& A) {
       if (nr < L) std::fill(xs, xs + D * L, T(0));
       for (int l = 0; l < nr; ++l)
         for (int64_t d = 0; d < D; ++d) xs[d * L + l] = x[l * D + d];
-      // logits, four components at a time (four independent FMA chains)
+      // logits, eight components at a time, then four, then one
       V mx = V{} + ninf;
       int64_t k = 0;
-      for (; k + 4 <= K; k += 4) {
-        const T *m0 = MU + k * D, *m1 = m0 + D, *m2 = m1 + D, *m3 = m2 + D;
-        V s0 = V{}, s1 = V{}, s2 = V{}, s3 = V{};
-        for (int64_t d = 0; d < D; ++d) {
-          const V xv = xt[d];
-          s0 += m0[d] * xv;
-          s1 += m1[d] * xv;
-          s2 += m2[d] * xv;
-          s3 += m3[d] * xv;
-        }
-        s0 = a * s0 + BI[k];
-        s1 = a * s1 + BI[k + 1];
-        s2 = a * s2 + BI[k + 2];
-        s3 = a * s3 + BI[k + 3];
-        lg[k] = s0;
-        lg[k + 1] = s1;
-        lg[k + 2] = s2;
-        lg[k + 3] = s3;
-        mx = s0 > mx ? s0 : mx;
-        mx = s1 > mx ? s1 : mx;
-        mx = s2 > mx ? s2 : mx;
-        mx = s3 > mx ? s3 : mx;
-      }
-      for (; k < K; ++k) {
-        const T* m0 = MU + k * D;
-        V s0 = V{};
-        for (int64_t d = 0; d < D; ++d) s0 += m0[d] * xt[d];
-        s0 = a * s0 + BI[k];
-        lg[k] = s0;
-        mx = s0 > mx ? s0 : mx;
-      }
+      for (; k + 8 <= K; k += 8) mixture_logits<V, T, 8>(MU, k, D, xt.data(), a, BI, lg.data(), mx);
+      for (; k + 4 <= K; k += 4) mixture_logits<V, T, 4>(MU, k, D, xt.data(), a, BI, lg.data(), mx);
+      for (; k < K; ++k) mixture_logits<V, T, 1>(MU, k, D, xt.data(), a, BI, lg.data(), mx);
       // a row whose logits are all -inf (every weight zero there) or NaN gives NaN, like softmax
       V tot = V{};
       for (k = 0; k < K; ++k) {
@@ -1518,28 +1528,11 @@ void mixture_impl(const MixtureArgs& A) {
           for (int l = 0; l < nr; ++l) rs[l * K + k] = r[l];
         }
       }
-      // acc_d = sum_k e_k mu_kd, four coordinates at a time (registers, no stores in the k loop)
+      // acc_d = sum_k e_k mu_kd, eight coordinates at a time, then four, then one
       int64_t d = 0;
-      for (; d + 4 <= C; d += 4) {
-        V a0 = V{}, a1 = V{}, a2 = V{}, a3 = V{};
-        for (k = 0; k < K; ++k) {
-          const T* m0 = MU + k * D + d;
-          const V e = lg[k];
-          a0 += m0[0] * e;
-          a1 += m0[1] * e;
-          a2 += m0[2] * e;
-          a3 += m0[3] * e;
-        }
-        acc[d] = a0;
-        acc[d + 1] = a1;
-        acc[d + 2] = a2;
-        acc[d + 3] = a3;
-      }
-      for (; d < C; ++d) {
-        V a0 = V{};
-        for (k = 0; k < K; ++k) a0 += MU[k * D + d] * lg[k];
-        acc[d] = a0;
-      }
+      for (; d + 8 <= C; d += 8) mixture_sums<V, T, 8>(MU, d, K, D, lg.data(), acc.data());
+      for (; d + 4 <= C; d += 4) mixture_sums<V, T, 4>(MU, d, K, D, lg.data(), acc.data());
+      for (; d < C; ++d) mixture_sums<V, T, 1>(MU, d, K, D, lg.data(), acc.data());
       const V scv = alpha / tot;
       T sc[L];
       std::memcpy(sc, &scv, sizeof(V));

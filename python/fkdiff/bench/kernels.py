@@ -63,7 +63,12 @@ from typing import Callable
 
 import torch
 
-KERNELS = ("resample", "potential", "mutation", "langevin", "normal", "variational")
+KERNELS = ("resample", "potential", "mutation", "langevin", "normal", "variational", "mixture")
+#: kernels that only some backends have: ``mixture`` is the CPU pass of GaussianMixtureDenoiser
+#: (csrc/KERNELS.md, outside the ops protocol), timed on rows of at most MIXTURE_MAX_D coordinates
+ONLY_ON = {"mixture": ("cpu", "torch")}
+MIXTURE_K = 25  # components (the benchmark prior's)
+MIXTURE_MAX_D = 1000
 DEFAULT_SHAPES = ((1_000_000, 4), (100_000, 100), (64, 3 * 256 * 256))
 GPU_EXTRA_SHAPES = ((10_000_000, 4),)
 QUICK_SHAPES = ((100_000, 4), (10_000, 100), (8, 3 * 64 * 64))
@@ -437,6 +442,41 @@ def _build_variational(N, d, dtype, device, backend) -> Case:
     return Case(ours, plain, passes * N * d * s, f"{passes}Nds", check)
 
 
+def _build_mixture(N, d, dtype, device, backend) -> Case:
+    from fkdiff.diffusion import GaussianMixtureDenoiser, linear_schedule
+
+    s = torch.finfo(dtype).bits // 8
+    g = torch.Generator().manual_seed(SEED)
+    means = 8 * torch.randn(MIXTURE_K, d, generator=g, dtype=torch.float64)
+    den = GaussianMixtureDenoiser(means, torch.rand(MIXTURE_K, generator=g, dtype=torch.float64) + 0.1, linear_schedule(1000))
+    t = 300
+    abar = float(den.alphas_cumprod[t])
+    a, c = math.sqrt(abar), 1.0 - abar
+    x = (3 * torch.randn(N, d, generator=g)).to(dtype)
+    out = torch.empty_like(x)
+    mu, bias = means.to(dtype), (den.log_weights - abar * den._half_sq).to(dtype)
+
+    def plain():  # the PyTorch sequence: logits GEMM, softmax, weighted-sum GEMM
+        return torch.addmm(x, torch.softmax(torch.addmm(bias, x, mu.T, alpha=a), dim=-1), mu, beta=a, alpha=c)
+
+    def ours():
+        if backend == "torch":
+            return plain()
+        den._mixture_mean(x, t, a, c, out=out)
+
+    def check():
+        got = plain() if backend == "torch" else (ours(), out)[1]
+        ref = torch.addmm(x.double(), torch.softmax(torch.addmm(bias.double(), x.double(), means.T, alpha=a), -1), means,
+                          beta=a, alpha=c)
+        scale = 1 + ref.abs().max().item()
+        err = (got.double() - ref).abs().max().item() / scale
+        base = (plain().double() - ref).abs().max().item() / scale  # the PyTorch sequence's own rounding
+        ok = err <= 2 * base + (1e-12 if dtype == torch.float64 else 1e-6)
+        return ok, f"max rel. error {err:.1e} vs float64 (PyTorch in {str(dtype)[6:]}: {base:.1e})"
+
+    return Case(ours, plain, 2 * N * d * s, "2Nds", check)
+
+
 BUILDERS = {
     "resample": _build_resample,
     "potential": _build_potential,
@@ -444,6 +484,7 @@ BUILDERS = {
     "langevin": _build_langevin,
     "normal": _build_normal,
     "variational": _build_variational,
+    "mixture": _build_mixture,
 }
 
 
@@ -715,7 +756,8 @@ temporaries); copy: dst.copy_(src) of the same bytes (floor). GB/s = minimum byt
 resample 2Nds+Ns+4N (int32 ancestors), potential Nds+Ns (m = d), mutation 2Nds (parents read
 through the ancestors + output written; the issue's 3Nds is in the JSON as gbps_issue_formula),
 langevin 3Nds (4Nds on a GPU when a row exceeds 48 KiB), normal ns with n = Nd, variational
-9Nds (14Nds for long rows). Medians of interleaved repeats{cold}."""
+9Nds (14Nds for long rows), mixture 2Nds (K = 25 components; compute-bound: its % of copy is
+not a target; CPU only, rows of at most 1000). Medians of interleaved repeats{cold}."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -805,7 +847,11 @@ def main(argv=None) -> int:
         else:
             shapes = list(DEFAULT_SHAPES) + (list(GPU_EXTRA_SHAPES) if device == "cuda" else [])
         for kernel in args.kernels:
+            if kernel in ONLY_ON and name not in ONLY_ON[kernel]:
+                continue
             for N, d in shapes:
+                if kernel == "mixture" and d > MIXTURE_MAX_D:
+                    continue
                 cases.append((kernel, name, device, N, d))
 
     torch.manual_seed(0)
