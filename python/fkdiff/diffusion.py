@@ -346,8 +346,9 @@ class GaussianMixtureDenoiser(Denoiser):
         ``with_resp`` also the ``(batch, K)`` responsibilities ``r(x)``.
 
         On the CPU (the ``cpu`` backend of :mod:`fkdiff.ops`, float32 / float64) one compiled pass
-        (``fkdiff._C.cpu_mixture_mean``: the logits, softmax and weighted sum per row, ~3x the
-        PyTorch sequence at K = 25, D = 10); elsewhere, or with ``FKDIFF_BACKEND=torch``, addmm +
+        (``fkdiff._C.cpu_mixture_mean``: the logits, softmax and weighted sum per row; 4-13x the
+        PyTorch sequence at K = 25 and D = 4-10, 1.7x at D = 100, ``fkdiff bench kernels
+        --kernels mixture``); elsewhere, or with ``FKDIFF_BACKEND=torch``, addmm +
         softmax + addmm, and whenever autograd records (the kernel has no backward). Both compute
         every row on its own: the result does not depend on how the rows are chunked."""
         abar = float(self.alphas_cumprod[t])
