@@ -134,3 +134,19 @@ def test_bench_kernels_mixture_runs_and_checks(tmp_path):
         ("cpu", (37, 17)), ("cpu", (1000, 4)), ("torch", (37, 17)), ("torch", (1000, 4))]  # rows > 1000 skipped
     assert all(r["check_ok"] and r["speedup"] > 0 for r in records)
     assert kernels.ONLY_ON["mixture"] == ("cpu", "torch")
+
+
+def test_gmm_dcps_blocks_reach_the_sampler(tmp_path):
+    """`--dcps-blocks L` builds dcpsM with L blocks (recorded in each row's `sampler`); an
+    impossible block count is refused before anything runs."""
+    import json
+
+    import pytest
+
+    path = tmp_path / "gmm.json"
+    assert cli.main(["gmm", "--dims", "4", "--seeds", "1", "--samples", "20", "--steps", "8", "--methods", "dcps3",
+                     "--dcps-blocks", "4", "--no-progress", "--json", str(path)]) == 0
+    (row,) = json.loads(path.read_text())["rows"]
+    assert "num_blocks=4" in row["sampler"] and "langevin_steps=3" in row["sampler"]
+    with pytest.raises(ValueError, match="num_blocks"):
+        cli.main(["gmm", "--methods", "dcps5", "--steps", "8", "--dcps-blocks", "9", "--no-progress"])

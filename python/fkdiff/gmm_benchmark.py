@@ -64,7 +64,8 @@ def dps_zeta_for(dim: int) -> float:
     return 0.01 * (dim / 10) ** -0.3
 
 
-def make_sampler(method: str, particles: int, steps: int | None, dcps_gamma: float = DCPS_GAMMA, dps_zeta: float = 0.01):
+def make_sampler(method: str, particles: int, steps: int | None, dcps_gamma: float = DCPS_GAMMA, dps_zeta: float = 0.01,
+                 dcps_blocks: int = 3):
     """The sampler of a method name at its released step count (``steps`` overrides)."""
     if method in ("mcgdiff", "mcgdiff_moment"):  # the DDIM or the moment-matched kernel (MATH.md)
         return MCGDiff(num_particles=particles, num_steps=steps or 100, kernel="moment" if method.endswith("moment") else "ddim")
@@ -76,12 +77,12 @@ def make_sampler(method: str, particles: int, steps: int | None, dcps_gamma: flo
         return PiGDM(num_steps=steps or 300)
     if method.startswith("dcps"):
         m = int(method[4:] or 5)
-        return DCPS(num_steps=steps or 300, langevin_steps=m, gamma=dcps_gamma)
+        return DCPS(num_blocks=dcps_blocks, num_steps=steps or 300, langevin_steps=m, gamma=dcps_gamma)
     raise ValueError(f"methods: unknown method {method!r}; expected one of {METHODS} (dcpsM for M Langevin steps)")
 
 
 def run(dims, obs_dim, seeds, methods, particles, steps, schedule, generator, samples, floor_repeats=5, progress=True,
-        dcps_gamma=DCPS_GAMMA, dps_zeta=None, rows=None, on_problem=None, device="cpu"):
+        dcps_gamma=DCPS_GAMMA, dps_zeta=None, rows=None, on_problem=None, device="cpu", dcps_blocks=3):
     """Run the protocol; returns ``{"rows": [...], "summary": [...]}``.
 
     ``rows``: records of an earlier run; (method, dim, seed) already there are not run again.
@@ -116,7 +117,7 @@ def run(dims, obs_dim, seeds, methods, particles, steps, schedule, generator, sa
             y = problem.y.to(dev)
             for method in todo:
                 zeta = dps_zeta if dps_zeta is not None else dps_zeta_for(dim)
-                sampler = make_sampler(method, particles, steps, dcps_gamma, zeta)
+                sampler = make_sampler(method, particles, steps, dcps_gamma, zeta, dcps_blocks)
                 start = time.perf_counter()
                 result = sampler(denoiser, operator, y, problem.sigma_y, num_samples=samples,
                                  generator=torch.Generator().manual_seed(30_000 + seed), progress=False)
@@ -130,7 +131,7 @@ def run(dims, obs_dim, seeds, methods, particles, steps, schedule, generator, sa
                     "spread": spread["variance_ratio"],
                     "noise_floor": floor.sw_mean, "noise_floor_dw": floor.dw_mean,
                     "noise_floor_sd": floor.sw_sd, "noise_floor_dw_sd": floor.dw_sd,
-                    "seconds": seconds, "nfe": result.nfe, "device": str(dev),
+                    "seconds": seconds, "nfe": result.nfe, "device": str(dev), "sampler": repr(sampler),
                 })
                 bar.update(1)
             if on_problem is not None:
@@ -202,6 +203,9 @@ def main(argv=None) -> int:
     p.add_argument("--schedule", choices=("linear", "reversed"), default="linear")
     p.add_argument("--generator", choices=("dcps", "mcgdiff"), default="dcps")
     p.add_argument("--dcps-gamma", type=float, default=DCPS_GAMMA, help="tamed-Langevin step of dcpsM (default %(default)s)")
+    p.add_argument("--dcps-blocks", type=int, default=3,
+                   help="blocks of dcpsM (default 3: MATH.md's pinned protocol, the released code's L = 4 "
+                        "boundaries; the talk's slide says L = 4 blocks, bench/RESULTS.md compares)")
     p.add_argument("--dps-zeta", type=float, default=None, help="DPS guidance step (default: 0.01 (d / 10)^-0.3, a sweep; see gmm_benchmark.py)")
     p.add_argument("--device", default="cpu", help="where the samplers run, e.g. cuda (default %(default)s)")
     p.add_argument("--floor-repeats", type=int, default=5, help="exact-vs-exact repeats of the noise floor (default %(default)s)")
@@ -210,7 +214,7 @@ def main(argv=None) -> int:
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     for method in args.methods:
-        make_sampler(method, args.particles, args.steps, args.dcps_gamma)  # fail early on a bad name
+        make_sampler(method, args.particles, args.steps, args.dcps_gamma, dcps_blocks=args.dcps_blocks)  # fail early
     if args.resume and not args.json:
         p.error("--resume needs --json")
     if args.first_seed < 0 or args.seeds < 1:
@@ -266,7 +270,7 @@ def _main(args) -> int:
             os.replace(tmp, args.json)
 
     out = run(args.dims, args.obs_dim, list(range(args.first_seed, args.first_seed + args.seeds)), args.methods, args.particles, args.steps,
-              args.schedule, args.generator, args.samples, progress=not args.no_progress, dcps_gamma=args.dcps_gamma, dps_zeta=args.dps_zeta,
+              args.schedule, args.generator, args.samples, progress=not args.no_progress, dcps_gamma=args.dcps_gamma, dps_zeta=args.dps_zeta, dcps_blocks=args.dcps_blocks,
               device=args.device, floor_repeats=args.floor_repeats,
               rows=rows, on_problem=write)
     write(out["rows"])
