@@ -557,9 +557,10 @@ inline T precision_of(T v) {
 // precisions 0.5 / v are computed once into a per-thread buffer (reused while consecutive tiles
 // share them); rows then go 4 at a time through one pass over the chunk (quad4, below: register
 // accumulators, a fixed summation order per row). Rows of at most kCols coordinates are one
-// chunk; longer rows (images) get one partial sum per chunk, combined in chunk order in float64. (The previous layout kept 4 accumulators per row of
-// a 256-row tile in memory, 32 KiB of L1 churned alongside the stream, and re-read t, a, v once
-// per 4-row tile on image rows: 49-54% of the copy bandwidth.)
+// chunk; longer rows (images) get one partial sum per chunk, combined in chunk order in float64.
+// (The previous layout kept 4 accumulators per row of a 256-row tile in memory, 32 KiB of L1
+// churned alongside the stream, and re-read t, a, v once per 4-row tile on image rows: 49-54% of
+// the copy bandwidth.)
 constexpr int64_t kCols = 16384;
 constexpr int64_t kLongTileRows = 16;  // rows per work item when rows are split into chunks
 

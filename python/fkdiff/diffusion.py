@@ -333,10 +333,14 @@ class GaussianMixtureDenoiser(Denoiser):
         """``(batch, K)`` posterior component probabilities given ``x_t`` (t = 0: clean x)."""
         abar = float(self.alphas_cumprod[t])
         mu = self.means.to(x.dtype)
-        bias = (self.log_weights - abar * self._half_sq).to(x.dtype)
+        bias = self._logit_bias(abar, x.dtype)
         # one fused GEMM + bias (no (batch, K) temporaries besides the logits themselves)
         logits = torch.addmm(bias, x, mu.T, alpha=math.sqrt(abar))
         return torch.softmax(logits, dim=-1)
+
+    def _logit_bias(self, abar: float, dtype: torch.dtype) -> torch.Tensor:
+        """``(K,)`` ``log w_k - abar |mu_k|^2 / 2``: the responsibilities' logits less ``sqrt(abar) <x, mu_k>``."""
+        return (self.log_weights - abar * self._half_sq).to(dtype)
 
     def _mixture_mean(self, x: torch.Tensor, t: int, beta: float, alpha: float, out: torch.Tensor | None = None,
                       cols: int | None = None, with_resp: bool = False):
@@ -358,7 +362,7 @@ class GaussianMixtureDenoiser(Denoiser):
             from fkdiff import _C
 
             mu = mu.contiguous()
-            bias = (self.log_weights - abar * self._half_sq).to(x.dtype).contiguous()
+            bias = self._logit_bias(abar, x.dtype).contiguous()
             out = torch.empty((x.shape[0], c), dtype=x.dtype) if out is None else out
             resp = torch.empty((x.shape[0], mu.shape[0]), dtype=x.dtype) if with_resp else None
             _C.cpu_mixture_mean(x.data_ptr(), mu.data_ptr(), bias.data_ptr(), math.sqrt(abar), float(beta), float(alpha),
