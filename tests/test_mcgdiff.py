@@ -37,7 +37,7 @@ ABAR = linear_schedule(1000)
 # ------------------------------------------------------------------------------------------------
 
 
-def discretised_chain_law(abar_grid, ratio, ybar, kappa=1e-4, kernel="ddim", eta=1.0):
+def discretised_chain_law(abar_grid, ratio, ybar, kappa=1e-4, kernel="ddim", eta=1.0, potential="paper"):
     """Law at t_0 of MCGdiff's Feynman–Kac target on the prior N(0, 1), per rotated coordinate.
 
     Derivation. For p_0 = N(0, 1), x_t ~ N(0, 1) at every t and the exact denoiser is linear:
@@ -62,6 +62,10 @@ def discretised_chain_law(abar_grid, ratio, ybar, kappa=1e-4, kernel="ddim", eta
     (1 - abar_tau), kappa)``. ``ratio = sigma_y^2 / s^2`` (0 for noiseless); ``ratio=None`` gives
     a free coordinate (mean 0, variance P_0, log-normaliser 0).
 
+    ``potential="pigdm"``: no release, tau = t_0 for every observed coordinate (its intermediate
+    potentials depend on the path, but the path target is the chain times ``g_{t_0}`` whatever
+    they are, so the law at t_0 is the same closed form with tau = t_0).
+
     Returns ``(mean, var, log_normaliser, abar_tau)`` (floats).
     """
     n = len(abar_grid) - 1
@@ -75,6 +79,8 @@ def discretised_chain_law(abar_grid, ratio, ybar, kappa=1e-4, kernel="ddim", eta
         q[k] = s2 + (c0**2 * (1 - at) if kernel == "moment" else 0.0)
     if ratio is None:
         kt = 0  # never observed: the chain all the way down, no potential
+    elif potential == "pigdm":
+        kt = 0
     else:
         kt = max(k for k in range(n + 1) if (1 - abar_grid[k]) / abar_grid[k] <= ratio * (1 + 1e-12))
     if kernel == "ddim" and kt == 0 and ratio is not None:
@@ -107,7 +113,7 @@ def gaussian_problem(sigma_y: float, s=(2.0, 0.5), dim: int = 3, seed: int = 0):
     return den, op, y
 
 
-def chain_reference(op, y, sigma_y, num_steps, kernel="ddim", kappa=1e-4, eta=1.0, spacing="uniform"):
+def chain_reference(op, y, sigma_y, num_steps, kernel="ddim", kappa=1e-4, eta=1.0, spacing="uniform", potential="paper"):
     """Per rotated coordinate: exact mean, variance of the discretised-chain target, and the
     closed-form ``log p(y)`` estimate MCGdiff should produce."""
     abar_grid = [float(ABAR[t]) for t in time_grid(ABAR, num_steps, spacing)]
@@ -116,7 +122,8 @@ def chain_reference(op, y, sigma_y, num_steps, kernel="ddim", kappa=1e-4, eta=1.
     means, vars_, log_p = [], [], 0.0
     for i in range(op.dim_x):
         if i < s.numel():
-            mu, var, log_z, abar_tau = discretised_chain_law(abar_grid, (sigma_y / float(s[i])) ** 2, float(ybar[i]), kappa, kernel, eta)
+            mu, var, log_z, abar_tau = discretised_chain_law(abar_grid, (sigma_y / float(s[i])) ** 2, float(ybar[i]), kappa, kernel, eta,
+                                                             potential)
             log_p += log_z + 0.5 * math.log(abar_tau) - math.log(float(s[i]))
         else:
             mu, var, _, _ = discretised_chain_law(abar_grid, None, 0.0, kappa, kernel, eta)
@@ -148,8 +155,12 @@ def run_stats(result, op, mean_ref):
         (0.3, "ddim", {"resampling": "multinomial", "ess_threshold": 0.5}),
         (0.3, "ddim", {"eta": 0.6, "spacing": "sqrt_abar", "resampling": "stratified"}),
         (0.3, "moment", {"resampling": "residual", "dtype": torch.float64}),
+        (0.3, "ddim", {"potential": "pigdm"}),
+        (0.0, "ddim", {"potential": "pigdm"}),
+        (0.3, "moment", {"potential": "pigdm", "ess_threshold": 0.5}),
     ],
-    ids=["noisy-ddim", "noiseless-ddim", "noisy-moment", "noisy-multinomial-ess0.5", "eta0.6-sqrt_abar-stratified", "float64-moment-residual"],
+    ids=["noisy-ddim", "noiseless-ddim", "noisy-moment", "noisy-multinomial-ess0.5", "eta0.6-sqrt_abar-stratified", "float64-moment-residual",
+         "pigdm-noisy", "pigdm-noiseless", "pigdm-moment-ess0.5"],
 )
 def test_gaussian_prior_matches_the_discretised_chain(sigma_y, kernel, options):
     """100 steps on N(0, I_3), two observed coordinates with sigma_y^2 / s^2 = 0.0225 and 0.36
@@ -163,11 +174,14 @@ def test_gaussian_prior_matches_the_discretised_chain(sigma_y, kernel, options):
     result = sampler(den, op, y, sigma_y, num_samples=B, generator=gen(1), progress=False, dtype=dtype)
     assert result.samples.dtype == result.particles.dtype == result.log_weights.dtype == dtype
     eta, spacing = options.get("eta", 1.0), options.get("spacing", "uniform")
-    mean_ref, var_ref, log_p_ref = chain_reference(op, y, sigma_y, steps, kernel, eta=eta, spacing=spacing)
+    mean_ref, var_ref, log_p_ref = chain_reference(op, y, sigma_y, steps, kernel, eta=eta, spacing=spacing,
+                                                   potential=options.get("potential", "paper"))
 
     mean, second = run_stats(result, op, mean_ref)
     # Pooled means: z-score against the standard error across the B runs. Measured max |z| = 3.6
-    # over 5 seeds x 6 configurations x 3 coordinates (90 z-scores; the largest per config 1.6-3.6).
+    # over 5 seeds x 6 configurations x 3 coordinates (90 z-scores; the largest per config 1.6-3.6);
+    # the 3 pigdm configurations, seeds 1-5: max |z| 2.5, variance ratios 0.985-1.013 (max
+    # |ratio - 1| / SE 3.5), one-draw variance 2.1 sd, evidence |z| 1.7.
     se = mean.std(0) / math.sqrt(B)
     z = (mean.mean(0) - mean_ref) / se
     assert z.abs().max() < 4.5, (z, mean.mean(0), mean_ref)
@@ -257,8 +271,12 @@ def gaussian_chain_ratio(sigma_y: float, s: torch.Tensor, num_steps: int = 1000)
 MIXTURE_RUNS = 64  # independent runs (one-draw samples) per problem; N = 1024 particles each
 
 
-@pytest.mark.parametrize("case", ["dcps-d2-dy1-noisy", "mcgdiff-d4-dy2-noisy", "dcps-d10-dy1-noisy", "mcgdiff-d10-dy2-noiseless"])
-def test_mixture_posterior_is_exact(case):
+@pytest.mark.parametrize(
+    "case, potential",
+    [("dcps-d2-dy1-noisy", "paper"), ("mcgdiff-d4-dy2-noisy", "paper"), ("dcps-d10-dy1-noisy", "paper"),
+     ("mcgdiff-d10-dy2-noiseless", "paper"), ("mcgdiff-d4-dy2-noisy", "pigdm"), ("mcgdiff-d10-dy2-noiseless", "pigdm")],
+)
+def test_mixture_posterior_is_exact(case, potential):
     """MCGdiff (defaults, 1000 steps, N = 1024) against the exact posterior:
 
     * the B one-draw-per-run samples: SW and Δw within the 99.9% quantile of the same distances
@@ -277,7 +295,7 @@ def test_mixture_posterior_is_exact(case):
     problem = mixture_problem(case)
     posterior = gmm.exact_posterior(problem)
     den = problem.prior.denoiser(ABAR)
-    sampler = MCGDiff(num_particles=N, num_steps=1000, return_particles=True)
+    sampler = MCGDiff(num_particles=N, num_steps=1000, return_particles=True, potential=potential)
     result = sampler(den, problem.operator, problem.y, problem.sigma_y, num_samples=B, generator=gen(7), progress=False)
     assert result.samples.shape == (B, problem.prior.dim)
     assert result.particles.shape == (B, N, problem.prior.dim)
@@ -299,6 +317,7 @@ def test_mixture_posterior_is_exact(case):
         # their 99.9% quantiles sit at mean + 4.1-4.7 sd (SW) and 3.5-3.6 sd (Δw). One-draw bounds
         # are those quantiles (mcgdiff-d4 at seed 7 after the fused DDIM mean: SW 1.92 = mean +
         # 4.2 sd, Δw 0.33, pooled SW 0.07; seeds 11-15: one-draw SW 0.46-0.95, pooled 0.09-0.16).
+        # potential="pigdm" (cases mcgdiff-d4 and mcgdiff-d10-noiseless) is held to the same bounds.
         k_sw, k_dw = (4.7, 3.6) if name == "one-draw" else (3.0, 3.0)
         assert sw <= floor.sw_mean + k_sw * floor.sw_sd, (name, sw, floor)
         assert dw <= floor.dw_mean + k_dw * floor.dw_sd, (name, dw, floor)
@@ -345,7 +364,8 @@ def small_mixture(dim=4, d_y=2, seed=3):
     return problem, problem.prior.denoiser(ABAR)
 
 
-def test_same_seed_same_samples_and_max_batch_does_not_change_them():
+@pytest.mark.parametrize("potential", ["paper", "pigdm"])
+def test_same_seed_same_samples_and_max_batch_does_not_change_them(potential):
     """Counter-based noise and a key-seeded resampling generator: the same generator seed gives
     bit-identical results, whatever ``max_batch``. (The mixture denoiser's ``(M, 25) @ (25, D)``
     product rounds a row differently in a BLAS tail block, ~1e-6 relative; the denoiser calls
@@ -353,7 +373,7 @@ def test_same_seed_same_samples_and_max_batch_does_not_change_them():
     1001 and 100 below are rounded to 1000 and 96.)"""
     problem, den = small_mixture()
     B, N, steps = 4, 256, 30
-    sampler = MCGDiff(num_particles=N, num_steps=steps, return_particles=True)
+    sampler = MCGDiff(num_particles=N, num_steps=steps, return_particles=True, potential=potential)
     runs = [
         sampler(den, problem.operator, problem.y, 1.0, num_samples=B, generator=gen(5), progress=False, max_batch=mb)
         for mb in (None, None, 1000, 96, 1001, 100)
@@ -364,7 +384,7 @@ def test_same_seed_same_samples_and_max_batch_does_not_change_them():
         assert torch.equal(other.log_evidence, runs[0].log_evidence)
         assert torch.equal(other.info["ancestors"], runs[0].info["ancestors"])
     assert runs[0].nfe == steps * N  # one denoiser row per particle and step
-    via_constructor = MCGDiff(num_particles=N, num_steps=steps, max_batch=96)(
+    via_constructor = MCGDiff(num_particles=N, num_steps=steps, max_batch=96, potential=potential)(
         den, problem.operator, problem.y, 1.0, num_samples=B, generator=gen(5), progress=False
     )
     assert torch.equal(via_constructor.samples, runs[0].samples)
@@ -396,8 +416,9 @@ def test_output_layout():
     [
         {"noise_matching": "released", "final_weights": "released", "init": "prior", "last_step": "released"},
         {"kernel": "moment", "ess_threshold": 1.0, "resampling": "residual"},
+        {"potential": "pigdm", "last_step": "released", "init": "prior"},
     ],
-    ids=["released", "moment-ess"],
+    ids=["released", "moment-ess", "pigdm-released-last-step"],
 )
 @pytest.mark.parametrize("sigma_y", [0.0, 0.5])
 def test_options_run_noisy_and_noiseless(options, sigma_y):
@@ -438,6 +459,9 @@ def test_options_run_noisy_and_noiseless(options, sigma_y):
         ({"max_batch": 0}, "max_batch"),
         ({"return_particles": "yes"}, "return_particles"),
         ({"data_variance": -1.0}, "data_variance"),
+        ({"potential": "dps"}, r"potential: expected one of \('paper', 'pigdm'\)"),
+        ({"potential": "pigdm", "noise_matching": "released"}, "noise_matching: 'released' is the released code's rule"),
+        ({"potential": "pigdm", "final_weights": "released"}, "final_weights: 'released' is the released code's rule"),
     ],
 )
 def test_bad_hyper_parameters(kwargs, match):

@@ -398,8 +398,11 @@ def shipped_prior():
 # ones (the same code matches the exact posterior of a mixture through the same Inpainting
 # operator). At the released configuration (N = 64, 100 steps, 2 runs; session 4): inpaint-box
 # 2 of 5, inpaint-random 0 of 5, where DDRM at 100 steps wins 5 of 5 on inpaint-random: the
-# "image inconsistency" the talk names as DCPS's motivation (bench/RESULTS.md). Strict: the test
-# reports when this is fixed.
+# "image inconsistency" the talk names as DCPS's motivation (bench/RESULTS.md). Session 6:
+# restore's MCGdiff now uses the denoiser-centred potentials (potential="pigdm"), 2-5 dB higher on
+# every inpainting image at the same budget, still short: at this test's budget box 2 of 5
+# (19.2 / 21.5 / 18.0 / 19.7 / 16.3 dB), random 0 of 5; at 50 steps box 4, 3, 3 of 5 over three
+# seed sets, random 2 of 5 (bench/RESULTS.md). Strict: the test reports when this is fixed.
 MCGDIFF_INPAINTING_SHORTFALL = pytest.mark.xfail(
     strict=True, reason="MCGdiff's posterior mean loses to biharmonic inpainting (box: 3 of 5 images, random pixels: "
                         "5 of 5; issue 4, open)")

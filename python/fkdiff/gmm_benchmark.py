@@ -38,8 +38,9 @@ TALK = {
 }
 
 METHODS = ("mcgdiff", "dps", "ddrm", "pigdm", "dcps50", "dcps500")
-#: also accepted: ``mcgdiff_moment`` (MCGdiff with the moment-matched kernel), ``dcpsM`` for any M
-EXTRA_METHODS = ("mcgdiff_moment",)
+#: also accepted: ``mcgdiff_moment`` (MCGdiff with the moment-matched kernel), ``mcgdiff_pigdm``
+#: (MCGdiff with the denoiser-centred potentials), ``dcpsM`` for any M
+EXTRA_METHODS = ("mcgdiff_moment", "mcgdiff_pigdm")
 
 
 #: Tamed-Langevin step of DCPS_M in the Table-1 protocol. The talk's mixture script is not
@@ -67,8 +68,9 @@ def dps_zeta_for(dim: int) -> float:
 def make_sampler(method: str, particles: int, steps: int | None, dcps_gamma: float = DCPS_GAMMA, dps_zeta: float = 0.01,
                  dcps_blocks: int = 3):
     """The sampler of a method name at its released step count (``steps`` overrides)."""
-    if method in ("mcgdiff", "mcgdiff_moment"):  # the DDIM or the moment-matched kernel (MATH.md)
-        return MCGDiff(num_particles=particles, num_steps=steps or 100, kernel="moment" if method.endswith("moment") else "ddim")
+    if method in ("mcgdiff", "mcgdiff_moment", "mcgdiff_pigdm"):  # MATH.md's; the moment kernel; PiGDM potentials
+        return MCGDiff(num_particles=particles, num_steps=steps or 100, kernel="moment" if method.endswith("moment") else "ddim",
+                       potential="pigdm" if method.endswith("pigdm") else "paper")
     if method == "dps":
         return DPS(num_steps=steps or 300, zeta=dps_zeta)
     if method == "ddrm":
