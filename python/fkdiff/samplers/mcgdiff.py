@@ -217,14 +217,13 @@ class MCGDiff(Sampler):
         residual variance (float64), MATH.md "MCGdiff"."""
         ratio = (sigma_y / s) ** 2  # (r,) likelihood variance of ybar_i
         snr_inv = (1 - abar_grid) / abar_grid  # (n + 1,) increasing along the grid
-        if self.potential == "pigdm":
-            # no release: every coordinate stays active down to t_0, where the potential is the
-            # likelihood matched exactly as below with tau = t_0 (its variance carries sigma_y)
-            k_tau = torch.zeros(ratio.shape, dtype=torch.int64)
-            rho = (abar_grid[0] * ratio - (1 - abar_grid[0])).clamp(min=self.kappa)
-        elif self.noise_matching == "exact":
-            # largest grid time with (1 - abar) / abar <= sigma_y^2 / s_i^2 (t_0 always qualifies)
-            k_tau = (snr_inv[None, :] <= ratio[:, None] * (1 + 1e-12)).sum(1) - 1
+        if self.potential == "pigdm" or self.noise_matching == "exact":
+            if self.potential == "pigdm":
+                # no release: every coordinate stays active down to t_0, where its potential is
+                # the likelihood, matched exactly as below (its variance carries sigma_y)
+                k_tau = torch.zeros(ratio.shape, dtype=torch.int64)
+            else:  # largest grid time with (1 - abar) / abar <= sigma_y^2 / s_i^2 (t_0 always qualifies)
+                k_tau = (snr_inv[None, :] <= ratio[:, None] * (1 + 1e-12)).sum(1) - 1
             abar_tau = abar_grid[k_tau]
             rho = (abar_tau * ratio - (1 - abar_tau)).clamp(min=self.kappa)
         else:  # the released rule: nearest grid time, residual variance kappa
