@@ -36,6 +36,9 @@ def test_gpu_check_dry_run_selects_steps_and_ends_with_the_table(tmp_path):
     assert "=== summary" in out and "RESULT:" in out
     assert out.index("=== kernel benchmark table") > out.index("=== summary")
     assert (tmp_path / "bench_table.txt").exists()
+    # the figures first, the tests last (they take whatever time is left)
+    order = [out.index(f"\n{step:<8} ") for step in ("machine", "build", "import", "bench", "scale", "images", "tests")]
+    assert order == sorted(order), out[-1500:]
 
 
 def test_gpu_check_skips_a_step_when_the_budget_is_spent(tmp_path):

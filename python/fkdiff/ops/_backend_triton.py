@@ -278,12 +278,21 @@ def _aligned(offset: int, d: int, *strides: int) -> bool:
     return (int(offset) & 3) == 0 and d % 4 == 0 and all(s % 4 == 0 for s in strides)
 
 
-def _row_tiling(R: int, d: int, aligned: bool, tile: int):
-    """(BR, G, NGC): BR rows x G Philox groups per program, NGC column programs per row."""
+def _row_tiling(R: int, d: int, aligned: bool, gpu: bool, tile: int | None = None):
+    """(BR, G, NGC): BR rows x G Philox groups per program (at most ``tile`` elements, default
+    the backend's tile), NGC column programs per row.
+
+    On a GPU, BR depends on d alone, never on the number of rows R: a row's sums (the gradient
+    norms of tamed Langevin and of the variational step) are reduced in an order the compiled
+    block layout fixes, so a call on part of the rows must compile to the same layout as the
+    whole call to give the same bits (seen on an H200: BR capped at R changed log_std by an ulp
+    when a population was split in two). Under the interpreter numpy's row sums do not depend on
+    the block, and BR is capped at R so that small problems do not pay for empty rows."""
+    tile = tile or (_GPU_TILE if gpu else _INTERP_TILE)
     groups_row = triton_cdiv(d if aligned else d + 3, 4)
     if 4 * groups_row <= tile:
         G = _np2(groups_row)
-        BR = max(1, min(tile // (4 * G), _np2(R)))
+        BR = max(1, tile // (4 * G) if gpu else min(tile // (4 * G), _np2(R)))
         return BR, G, 1
     G = tile // 4
     return 1, G, triton_cdiv(groups_row, G)
@@ -299,7 +308,7 @@ def mutation(m: torch.Tensor, ancestors, K: torch.Tensor, c: torch.Tensor, s: to
     _last_unit(m, ancestors, K, c, s, out)
     gpu = _gpu(m)
     aligned = _aligned(offset, d, m.stride(0), m.stride(1), out.stride(0), out.stride(1))
-    BR, G, NGC = _row_tiling(R_, d, aligned, _GPU_TILE if gpu else _INTERP_TILE)
+    BR, G, NGC = _row_tiling(R_, d, aligned, gpu)
     has_anc = ancestors is not None
     anc = ancestors if has_anc else m
     s_ab, s_an = (ancestors.stride(0), ancestors.stride(1)) if has_anc else (0, 0)
@@ -342,7 +351,7 @@ def tamed_langevin(x: torch.Tensor, grad: torch.Tensor, gamma: float, seed: int,
     long_row = _GPU_LONG_ROW if gpu else _INTERP_TILE
     if cols <= long_row:
         tile = max(_GPU_TILE if gpu else _INTERP_TILE, _np2(cols))
-        BR, G, _ = _row_tiling(R_, d, aligned, tile)
+        BR, G, _ = _row_tiling(R_, d, aligned, gpu, tile)
         L.langevin_rows_kernel[(triton_cdiv(R_, BR),)](
             x, grad, out, flags, R_, N, d, *strides, g_hi, g_lo, sl, sh, ol, oh,
             ALIGNED=aligned, BR=BR, G=G, num_warps=_warps(BR * G * 4) if gpu else 4)
@@ -380,7 +389,7 @@ def variational_update(mu: torch.Tensor, log_std: torch.Tensor, m: torch.Tensor,
     long_row = _GPU_LONG_ROW if gpu else _INTERP_TILE
     if cols <= long_row:
         tile = max(_GPU_TILE if gpu else _INTERP_TILE, _np2(cols))
-        BR, G, _ = _row_tiling(R_, d, aligned, tile)
+        BR, G, _ = _row_tiling(R_, d, aligned, gpu, tile)
         V.fit_rows_kernel[(triton_cdiv(R_, BR),)](
             *arrays, flags, R_, d, *scalars, sl, sh, ol, oh,
             ALIGNED=aligned, BR=BR, G=G, num_warps=_warps(BR * G * 4) if gpu else 4)
