@@ -356,22 +356,25 @@ def test_cli(tiny, tmp_path, monkeypatch, capsys):
 
 # Cost knobs of the quality test (it runs only where the shipped prior is trained; on CUDA when
 # there is one). Each restore call is one image. A UNet of 1.07M parameters does about
-# 53 rows/s forward and 20 rows/s forward+backward on one CPU core.
-#   MCGdiff: QUALITY_MCG_SAMPLES runs of QUALITY_PARTICLES particles over QUALITY_MCG_STEPS steps,
-#     the posterior mean from all the weighted particles: 8 x 4 x 20 = 640 rows per image;
-#     independent runs matter more than particles per run for a posterior mean.
+# 53 rows/s forward and 20 rows/s forward+backward on one CPU core (batched: 160 rows/s).
+#   MCGdiff: QUALITY_MCG_SAMPLES runs of QUALITY_PARTICLES particles over QUALITY_MCG_STEPS steps
+#     (restore's default step count), the posterior mean from all the weighted particles:
+#     16 x 4 x 100 = 6400 rows per image, about 35 s on one core.
+#     On images the budget goes to steps and runs, not particles: at 640 rows per image on 8
+#     held-out images (5-12, inpaint-random, posterior mean vs biharmonic), 8 runs x 4 particles
+#     x 20 steps won 0 of 8 (-2.8 dB on average), 4 x 4 x 40 1 (-1.2), 2 x 4 x 80 3 (-0.3),
+#     8 x 1 x 80 8 (+1.1); 8 x 4 x 100 won 8 of 8 (+1.6) and inpaint-box 7 of 8 (+2.4).
+#     On the test images 0-4, 8 runs: box 4 of 5 with image 4 ahead by 0.05 dB (0.4 with seeds
+#     100-104); 16 runs: 4 of 5, image 4 ahead by 0.6 dB (bench/RESULTS.md, session 7).
 #   DCPS: QUALITY_DCPS_SAMPLES runs of QUALITY_DCPS_STEPS steps (restore's image defaults
 #     otherwise: 3 blocks, M = 5, K = 2, lr 1.5 absolute): 99 rows per run, 69 with backward.
-# Measured with a random network of the shipped size on one CPU core of a loaded 2-core machine:
-# 13.9 s (MCGdiff) and 8.7 s (DCPS) per image, so about 3.8 minutes for the 4 cases x 5 images
-# (marked slow); seconds on a GPU.
-# With an experimental prior (base 16, 1300 iterations) these settings gave, posterior mean vs
-# classical, wins out of 5: sr4 MCGdiff 5, sr4 DCPS 4, inpaint-box MCGdiff 2, inpaint-box DCPS 3
-# (the centre box hides most of a digit; a weak prior loses to biharmonic's smooth fill there).
+# With an experimental prior (base 16, 1300 iterations) the DCPS settings gave, posterior mean vs
+# classical, wins out of 5: sr4 4, inpaint-box 3 (the centre box hides most of a digit; a weak
+# prior loses to biharmonic's smooth fill there).
 QUALITY_IMAGES = 5  # shipped test images 0..4 (fixed), seeds 0..4
-QUALITY_MCG_SAMPLES = 8
+QUALITY_MCG_SAMPLES = 16
 QUALITY_PARTICLES = 4
-QUALITY_MCG_STEPS = 20
+QUALITY_MCG_STEPS = 100
 QUALITY_DCPS_SAMPLES = 2
 QUALITY_DCPS_STEPS = 30
 QUALITY_WINS = 4  # of QUALITY_IMAGES
@@ -390,30 +393,10 @@ def shipped_prior():
         pytest.skip(f"the shipped prior is not trained here ({err})")
 
 
-# MCGdiff on inpainting does not meet the bar with the shipped prior (measured 2026-11-28, images
-# 0-4, posterior mean vs biharmonic, wins of 5): inpaint-box 2 at N = 4 x 8 runs x 20 steps,
-# 2 at N = 16 x 8 x 50, 2 at N = 4 x 16 x 100, 0 of images 1, 2, 4 at N = 64 x 2 x 50;
-# inpaint-random 0 (DCPS: 5). Its samples paste the observed pixels onto a digit of another
-# shape or colour: with tens of particles in d = 3072 the free pixels do not follow the observed
-# ones (the same code matches the exact posterior of a mixture through the same Inpainting
-# operator). At the released configuration (N = 64, 100 steps, 2 runs; session 4): inpaint-box
-# 2 of 5, inpaint-random 0 of 5, where DDRM at 100 steps wins 5 of 5 on inpaint-random: the
-# "image inconsistency" the talk names as DCPS's motivation (bench/RESULTS.md). Session 6:
-# restore's MCGdiff now uses the denoiser-centred potentials (potential="pigdm"), 2-5 dB higher on
-# every inpainting image at the same budget, still short: at this test's budget box 2 of 5
-# (19.2 / 21.5 / 18.0 / 19.7 / 16.3 dB), random 0 of 5; at 50 steps box 4, 3, 3 of 5 over three
-# seed sets, random 2 of 5 (bench/RESULTS.md). Strict: the test reports when this is fixed.
-MCGDIFF_INPAINTING_SHORTFALL = pytest.mark.xfail(
-    strict=True, reason="MCGdiff's posterior mean loses to biharmonic inpainting (box: 3 of 5 images, random pixels: "
-                        "5 of 5; issue 4, open)")
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("task", ["inpaint-box", "inpaint-random", "sr4"])
 @pytest.mark.parametrize("sampler", ["mcgdiff", "dcps"])
-def test_posterior_mean_beats_the_classical_method(shipped_prior, task, sampler, request):
-    if sampler == "mcgdiff" and task.startswith("inpaint"):
-        request.applymarker(MCGDIFF_INPAINTING_SHORTFALL)
+def test_posterior_mean_beats_the_classical_method(shipped_prior, task, sampler):
     if sampler == "mcgdiff":
         opts = dict(particles=QUALITY_PARTICLES, steps=QUALITY_MCG_STEPS, num_samples=QUALITY_MCG_SAMPLES)
     else:

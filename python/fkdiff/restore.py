@@ -60,6 +60,15 @@ seconds on a GPU. Rows go through the network ``max_batch`` at a time: by defaul
 hold about 4M input values (1360 rows of 3 x 32 x 32, 16 of 3 x 256 x 256), rounded down to a
 multiple of 8; ``--max-batch`` bounds it (results do not depend on it).
 
+Where MCGdiff's rows do the most good on images: steps first, then runs (``--num-samples``),
+particles last. At 640 rows an image on the shipped prior (inpaint-random, 8 held-out images,
+posterior mean vs biharmonic) 8 runs x 4 particles x 20 steps lost by 2.8 dB on average, 2 x 4 x
+80 by 0.3, and 8 x 1 x 80 won by 1.1; 8 x 4 x 100 won on 8 of 8 (+1.6 dB). Its weights are too
+peaked for tens of particles in thousands of dimensions (an ESS of a few), so a run's particles
+collapse to one or two lineages. The quality test's setting, ``--particles 4 --num-samples 16``
+at the default 100 steps (6,400 rows), beats the classical reconstruction on at least 4 of 5
+test images on inpaint-box, inpaint-random and sr4 (``bench/RESULTS.md``, session 7).
+
 Posterior mean and spread: the average and the per-pixel standard deviation of the samples;
 for MCGdiff, of all its final particles with their weights (N per sample, each run's cloud
 weighted, the runs averaged), a much less noisy estimate of the same posterior mean than the
