@@ -7,9 +7,9 @@
 The samplers run box inpainting (sigma_y 0.05) with a two-layer conv net, so that the figure is
 fkdiff's own memory plus the chunked network calls; ``ddpm256-forward`` measures what the public
 256 x 256 DDPM network (diffusers' UNet2DModel, that layout, random weights) needs for one chunk
-of ROWS rows. Peak RSS from ``getrusage`` (the process's high-water mark). Results: RESULTS.md,
-"Memory at 3 x 256 x 256"."""
-import resource, sys, time, torch
+of ROWS rows. Peak RSS from ``getrusage`` (the process's high-water mark). Prints a line and a JSON
+record. Results: RESULTS.md, "Memory at 3 x 256 x 256"."""
+import json, platform, resource, sys, time, torch
 import fkdiff
 from fkdiff.adapters import from_network
 from fkdiff.diffusion import linear_schedule
@@ -33,6 +33,8 @@ if what == "ddpm256-forward":
     with torch.no_grad():
         net(torch.randn(rows, *shape), torch.full((rows,), 500)).sample
     print(f"ddpm256 forward, {rows} rows: peak RSS {rss_mb():.0f} MB (before {before:.0f} MB), {time.time() - t0:.0f} s")
+    print(json.dumps({"case": what, "rows": rows, "peak_rss_mb": rss_mb(), "before_mb": before,
+                      "machine": platform.processor() or platform.machine(), "torch": torch.__version__}))
     sys.exit()
 
 class Cheap(torch.nn.Module):
@@ -61,3 +63,5 @@ pop = 64 * 3 * 256 * 256 * 4 / 2**20
 label = "MCGdiff N = 64" if what == "mcgdiff" else "DCPS, 4 samples"
 print(f"{label}, 3 x 256 x 256, max_batch={mb}: peak RSS {rss_mb():.0f} MB (before {before:.0f} MB; one float32 population "
       f"of 64 x 196608 = {pop:.0f} MB), {time.time() - t0:.0f} s")
+print(json.dumps({"case": what, "max_batch": mb, "peak_rss_mb": rss_mb(), "before_mb": before, "population_mb": pop,
+                  "machine": platform.processor() or platform.machine(), "torch": torch.__version__}))
