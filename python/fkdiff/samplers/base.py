@@ -283,8 +283,8 @@ class Sampler:
                 depend on it. Defaults to the sampler's own ``max_batch`` (None: unbounded, every
                 run x particle row in one call). Set it for large image networks: the DDPM
                 256 x 256 UNet's forward pass peaks at 6.7 GB of CPU memory for 16 rows (the
-                chunk :func:`fkdiff.restore.default_max_batch` picks at that size), about four
-                times that for MCGdiff's 64 particles in one call.
+                chunk :func:`fkdiff.restore.default_max_batch` picks at that size), so roughly
+                four times that (not measured) for MCGdiff's 64 particles in one call.
             dtype: working precision; default float32 (float64 inputs keep float64 when asked).
         """
         problem = self.make_problem(denoiser, operator, y, sigma_y, num_samples, dtype)
