@@ -264,9 +264,9 @@ class MCGDiff(Sampler):
         if self.potential == "pigdm":
             # the noise the potential of t_k leaves to the kernel: the variance of the kernel's
             # step into t_k (its fresh noise), and 1 - abar_n at t_n (no parent: all of it)
-            noise_into = [1 - float(abar_np[n]) if k == n else None for k in range(n + 1)]
-            for k in range(1, n):
-                noise_into[k] = self._kernel_variance(ddim_step(abar_np[k + 1], abar_np[k], self.eta), float(abar_np[k + 1]), False, 0)[1]
+            noise_into = {k: self._kernel_variance(ddim_step(abar_np[k + 1], abar_np[k], self.eta), float(abar_np[k + 1]),
+                                                   False, 0)[1] for k in range(1, n)}
+            noise_into[n] = 1 - float(abar_np[n])
 
         def potential_var(k: int, m: int | None = None) -> np.ndarray:
             """``v_{t_k, i}`` on the first ``m`` observed coordinates (default: the active ones)."""
